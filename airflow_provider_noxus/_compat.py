@@ -1,0 +1,77 @@
+"""Every difference between Airflow 2.11 and Airflow 3.x that this provider meets, in one place.
+
+Other modules import Airflow's base classes from here, never from ``airflow.*`` directly.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from airflow import __version__ as AIRFLOW_VERSION_STR
+from packaging.version import Version
+
+AIRFLOW_VERSION = Version(Version(AIRFLOW_VERSION_STR).base_version)
+AIRFLOW_V_3_0_PLUS = AIRFLOW_VERSION >= Version("3.0.0")
+#: ``task_state_store`` (durable per-task-instance state that survives retries) and trigger ``on_kill``.
+AIRFLOW_V_3_3_PLUS = AIRFLOW_VERSION >= Version("3.3.0")
+
+if AIRFLOW_V_3_0_PLUS:
+    from airflow.sdk import BaseHook, BaseOperator, BaseOperatorLink, BaseSensorOperator
+    from airflow.sdk.bases.xcom import BaseXCom as XCom
+else:  # Airflow 2.11
+    from airflow.hooks.base import BaseHook  # type: ignore[no-redef]
+    from airflow.models.baseoperator import BaseOperator  # type: ignore[no-redef]
+    from airflow.models.baseoperatorlink import BaseOperatorLink  # type: ignore[no-redef]
+    from airflow.models.xcom import XCom  # type: ignore[no-redef]
+    from airflow.sensors.base import BaseSensorOperator  # type: ignore[no-redef]
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+if TYPE_CHECKING:
+    if AIRFLOW_V_3_0_PLUS:
+        from airflow.sdk import Connection, Context
+    else:
+        from airflow.models.connection import Connection
+        from airflow.utils.context import Context
+
+
+async def aget_connection(conn_id: str) -> Connection:
+    """Read a connection from async code without blocking the event loop.
+
+    Airflow 3 forbids a sync connection read inside the triggerer; its ``BaseHook.aget_connection``
+    goes through the supervisor asynchronously. Airflow 2.11 has no async read: the sync one runs
+    in a worker thread.
+    """
+    if hasattr(BaseHook, "aget_connection"):
+        return await BaseHook.aget_connection(conn_id)
+    from asgiref.sync import sync_to_async
+
+    return await sync_to_async(BaseHook.get_connection)(conn_id)
+
+
+def mask_secret(value: Any) -> None:
+    """Register ``value`` with Airflow's secrets masker so it never shows in logs."""
+    if not value:
+        return
+    try:
+        from airflow.sdk.log import mask_secret as _mask
+    except ImportError:
+        from airflow.utils.log.secrets_masker import mask_secret as _mask  # type: ignore[no-redef]
+    _mask(value)
+
+
+__all__ = [
+    "AIRFLOW_V_3_0_PLUS",
+    "AIRFLOW_V_3_3_PLUS",
+    "BaseHook",
+    "BaseOperator",
+    "BaseOperatorLink",
+    "BaseSensorOperator",
+    "BaseTrigger",
+    "Connection",
+    "Context",
+    "TriggerEvent",
+    "XCom",
+    "aget_connection",
+    "mask_secret",
+]

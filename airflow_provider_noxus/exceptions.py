@@ -1,0 +1,163 @@
+"""Typed errors of the Noxus provider.
+
+Every message names what a person needs to act: the endpoint, the HTTP status, the server's
+``detail``, the request id when the server gave one, and the run and workflow ids when known.
+No message ever holds the API key or a whole response body.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.exceptions import AirflowException
+
+#: Longest ``detail`` text copied into a message; the rest is cut with a marker.
+MAX_DETAIL_CHARS = 500
+
+
+def shorten(text: str, limit: int = MAX_DETAIL_CHARS) -> str:
+    """Cut ``text`` to ``limit`` characters, saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... [{len(text) - limit} more characters]"
+
+
+class NoxusError(AirflowException):
+    """Base class of every error raised by the Noxus provider.
+
+    :param message: what went wrong, in words a person understands.
+    :param endpoint: ``METHOD /path`` of the request, when the error came from one.
+    :param status_code: HTTP status of the response, when there was one.
+    :param detail: the server's ``detail`` (already shortened).
+    :param request_id: the server's ``x-request-id`` header, when present.
+    :param run_id: the Noxus run concerned, when known.
+    :param workflow_id: the Noxus workflow concerned, when known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        endpoint: str | None = None,
+        status_code: int | None = None,
+        detail: Any = None,
+        request_id: str | None = None,
+        run_id: str | None = None,
+        workflow_id: str | None = None,
+    ) -> None:
+        self.message = message
+        self.endpoint = endpoint
+        self.status_code = status_code
+        self.detail = detail
+        self.request_id = request_id
+        self.run_id = run_id
+        self.workflow_id = workflow_id
+        super().__init__(self._compose())
+
+    def _compose(self) -> str:
+        parts = [self.message]
+        context = []
+        if self.endpoint:
+            context.append(self.endpoint)
+        if self.status_code is not None:
+            context.append(f"HTTP {self.status_code}")
+        if self.workflow_id:
+            context.append(f"workflow {self.workflow_id}")
+        if self.run_id:
+            context.append(f"run {self.run_id}")
+        if self.request_id:
+            context.append(f"request id {self.request_id}")
+        if context:
+            parts.append(f"({', '.join(context)})")
+        if self.detail not in (None, "", []):
+            parts.append(f"Server said: {shorten(str(self.detail))}")
+        return " ".join(parts)
+
+
+class NoxusApiError(NoxusError):
+    """The Noxus API answered with an error status.
+
+    :param retry_after: the server's ``Retry-After`` in seconds, when it sent one.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, **kwargs)
+
+
+class NoxusBadRequestError(NoxusApiError):
+    """400: the request is malformed; sending it again will fail again."""
+
+
+class NoxusAuthError(NoxusApiError):
+    """401 or 403: the API key is missing, wrong or lacks rights."""
+
+
+class NoxusNotFoundError(NoxusApiError):
+    """404: the workflow, run or file does not exist in the key's workspace."""
+
+
+class NoxusConflictError(NoxusApiError):
+    """409: the request conflicts with the current state of the resource."""
+
+
+class NoxusValidationError(NoxusApiError):
+    """422: the server refused the request body (inputs, callback URL, file URI...)."""
+
+
+class NoxusPayloadTooLargeError(NoxusApiError):
+    """413: an upload or inline file is over the server's size cap."""
+
+
+class NoxusRateLimitedError(NoxusApiError):
+    """429: too many requests; ``retry_after`` holds the server's wait in seconds, if given."""
+
+
+class NoxusServerError(NoxusApiError):
+    """5xx or 408: a transient server-side failure."""
+
+
+class NoxusSyncEndpointTimeout(NoxusServerError):
+    """504 from the sync create endpoint: the run exists and goes on; wait for it with ``run_id``."""
+
+
+class NoxusTransportError(NoxusError):
+    """The request did not get an HTTP answer: connection refused or reset, DNS, TLS, timeout."""
+
+    def __init__(self, message: str, *, reached_server: bool = True, **kwargs: Any) -> None:
+        #: False only when the request provably never reached the server (connection refused).
+        self.reached_server = reached_server
+        super().__init__(message, **kwargs)
+
+
+class NoxusTimeoutError(NoxusTransportError):
+    """The server did not answer within the request timeout."""
+
+
+class NoxusProtocolError(NoxusError):
+    """The server answered 2xx with a body that does not follow the API (not JSON, wrong shape)."""
+
+
+class NoxusRunError(NoxusError):
+    """A Noxus run ended badly (``failed`` or ``stopped``) or could not be awaited."""
+
+    def __init__(self, message: str, *, status: str | None = None, run_url: str | None = None, **kwargs: Any):
+        self.status = status
+        self.run_url = run_url
+        super().__init__(message, **kwargs)
+
+    def _compose(self) -> str:
+        text = super()._compose()
+        return f"{text} See {self.run_url}" if self.run_url else text
+
+
+class NoxusRunTimeoutError(NoxusRunError):
+    """The wait for a run passed its deadline; the run was asked to stop."""
+
+
+class NoxusFileInputError(NoxusError, ValueError):
+    """A file input cannot be sent: missing file, over the size cap, or a refused URL."""
+
+
+class NoxusOutputTooLargeError(NoxusRunError):
+    """A run's output is over the size that may be returned into XCom."""
