@@ -1,0 +1,25 @@
+# The two commands of the README, and a few more. Everything installs itself on a fresh machine.
+.PHONY: demo deploy test lint bench emulator
+
+# Run every example DAG against the emulator with `airflow dags test`, print a table of results.
+demo:
+	bash scripts/demo.sh
+
+# The example DAGs in a real multi-process Airflow 3 (api-server, scheduler, triggerer); leaves the UI up.
+deploy:
+	bash scripts/deploy.sh
+
+# ruff, mypy, the suite on Airflow 3.3.2 and 2.11.2, benchmarks in --quick mode.
+test:
+	bash scripts/test.sh
+
+lint:
+	V=$$(bash scripts/venv.sh 3.3.2) && $$V/bin/ruff check airflow_provider_noxus tests dags_examples benchmarks scripts && $$V/bin/mypy
+
+# The full benchmarks (several minutes); results in benchmarks/results/.
+bench:
+	V=$$(bash scripts/venv.sh 3.3.2) && $$V/bin/python benchmarks/run_all.py
+
+# The emulator alone, on port 8765 with the demo key.
+emulator:
+	V=$$(bash scripts/venv.sh 3.3.2) && $$V/bin/python -m airflow_provider_noxus.emulator --port 8765

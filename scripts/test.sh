@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone on a fresh machine: `make test` (or `bash scripts/test.sh`).
+#
+# 1. lint and type checks (ruff, mypy) on Airflow 3.3.2;
+# 2. the suite on Airflow 3.3.2, end-to-end and browser tests included;
+# 3. the suite on Airflow 2.11.2 (no e2e or browser: those need Airflow 3's processes and UI);
+# 4. the benchmarks in --quick mode (they fail only when broken, never for slowness).
+#
+# Extra arguments go to both pytest runs, e.g. `make test ARGS="-k trigger"`.
+set -uo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+failed=()
+
+step() { echo; echo "=== $* ==="; }
+
+step "virtualenvs"
+af3="$(bash scripts/venv.sh 3.3.2)" || exit 1
+af2="$(bash scripts/venv.sh 2.11.2)" || exit 1
+bash scripts/browser-deps.sh || failed+=("browser dependencies")
+
+artifacts="$repo/artifacts"
+mkdir -p "$artifacts"
+
+step "ruff"
+"$af3/bin/ruff" check airflow_provider_noxus tests dags_examples benchmarks scripts || failed+=("ruff")
+step "mypy"
+"$af3/bin/mypy" || failed+=("mypy")
+
+run_pytest() {  # name venv args...
+  local name="$1" venv="$2"; shift 2
+  step "pytest on $name"
+  "$venv/bin/python" -m pytest -p no:cacheprovider "$@"
+  local rc=$?
+  # 5 = no test collected: that is a broken selection, not a pass.
+  [ "$rc" -eq 0 ] || failed+=("pytest on $name (exit $rc)")
+}
+run_pytest "Airflow 3.3.2" "$af3" --junitxml="$artifacts/junit-airflow-3.xml" ${ARGS:-} "$@"
+run_pytest "Airflow 2.11.2" "$af2" -m "not e2e and not browser" --junitxml="$artifacts/junit-airflow-2.xml" ${ARGS:-} "$@"
+
+if [ -d benchmarks ] && ls benchmarks/*.py >/dev/null 2>&1; then
+  step "benchmarks (--quick)"
+  "$af3/bin/python" benchmarks/run_all.py --quick || failed+=("benchmarks --quick")
+fi
+
+echo
+if [ "${#failed[@]}" -gt 0 ]; then
+  echo "FAILED: ${failed[*]}"
+  exit 1
+fi
+echo "all checks passed"
