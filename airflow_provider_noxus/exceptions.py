@@ -134,6 +134,18 @@ class NoxusTimeoutError(NoxusTransportError):
     """The server did not answer within the request timeout."""
 
 
+class NoxusTLSError(NoxusTransportError):
+    """The TLS handshake failed (certificate not trusted, wrong host name...); not retried."""
+
+    def __init__(self, message: str, **kwargs: Any) -> None:
+        kwargs.setdefault("reached_server", False)
+        super().__init__(message, **kwargs)
+
+
+class NoxusConfigurationError(NoxusError, ValueError):
+    """The Noxus connection or an argument is set wrong (bad base URL, bad extra value...)."""
+
+
 class NoxusProtocolError(NoxusError):
     """The server answered 2xx with a body that does not follow the API (not JSON, wrong shape)."""
 

@@ -7,6 +7,7 @@ functions, so URL building, error mapping and retry decisions are written once.
 
 from __future__ import annotations
 
+import codecs
 import email.utils
 import json
 import random
@@ -30,6 +31,7 @@ from airflow_provider_noxus.exceptions import (
     NoxusRateLimitedError,
     NoxusServerError,
     NoxusSyncEndpointTimeout,
+    NoxusTLSError,
     NoxusTransportError,
     NoxusValidationError,
     shorten,
@@ -159,7 +161,8 @@ def create_run_sync_request(
 def get_run_request(workflow_id: str, run_id: str) -> ApiRequest:
     """The run with its ``output`` (the only read that includes it)."""
     return ApiRequest(
-        "GET", f"/v1/workflows/{_seg(workflow_id)}/runs/{_seg(run_id)}", run_id=run_id, workflow_id=workflow_id
+        "GET", f"/v1/workflows/{_seg(workflow_id)}/runs/{_seg(run_id)}",
+        run_id=run_id, workflow_id=workflow_id,
     )
 
 
@@ -359,19 +362,26 @@ def is_retryable(request: ApiRequest, error: BaseException) -> bool:
     answered 429, or 503 with ``Retry-After`` (it refused the request before handling it).
     Any other failure of a create (a reset, a read timeout, a 500/502/504) may hide a run that
     was created, and is raised so that no duplicate run is made.
+    A TLS failure (untrusted certificate, wrong host name) fails the same way each time: never retried.
     """
+    if isinstance(error, NoxusTLSError):
+        return False
     if request.creates_run:
         if isinstance(error, NoxusTransportError):
             return not error.reached_server
         if isinstance(error, NoxusRateLimitedError):
             return True
-        return isinstance(error, NoxusServerError) and error.status_code == 503 and error.retry_after is not None
+        return (
+            isinstance(error, NoxusServerError) and error.status_code == 503 and error.retry_after is not None
+        )
     if isinstance(error, NoxusTransportError):
         return True
     return isinstance(error, NoxusApiError) and error.status_code in RETRYABLE_STATUSES
 
 
-def backoff_seconds(policy: RetryPolicy, attempt: int, error: BaseException, rng: random.Random | None = None) -> float:
+def backoff_seconds(
+    policy: RetryPolicy, attempt: int, error: BaseException, rng: random.Random | None = None
+) -> float:
     """Seconds to wait before attempt ``attempt + 1`` (``attempt`` counts from 1).
 
     A server's ``Retry-After`` is honoured, capped at ``policy.backoff_max``; otherwise
@@ -412,12 +422,33 @@ class RunEvent:
 class SSEParser:
     """Incremental parser of a ``text/event-stream`` body into :class:`RunEvent` objects.
 
-    Feed it decoded lines (without the line ending); it returns the events completed by each.
-    Comment lines (``: keep-alive``) and frames whose data is not a JSON object are skipped.
+    Feed it raw body chunks as they arrive (:meth:`feed`), or decoded lines without their line
+    ending (:meth:`feed_line`). Comment lines (``: keep-alive``) and frames whose data is not a
+    JSON object are skipped.
     """
 
     def __init__(self) -> None:
         self._data: list[str] = []
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._pending = ""
+
+    def feed(self, chunk: bytes) -> list[RunEvent]:
+        """Decode one body chunk and return the events it completes.
+
+        A UTF-8 character or a line may be split across chunks; lines end with ``\\n``, ``\\r\\n``
+        or ``\\r`` as the SSE format allows.
+        """
+        text = self._pending + self._decoder.decode(chunk)
+        # A trailing "\r" may be the first half of "\r\n": keep it until the next chunk.
+        keep_cr = text.endswith("\r")
+        lines = (text[:-1] if keep_cr else text).replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        self._pending = lines.pop() + ("\r" if keep_cr else "")
+        events = []
+        for line in lines:
+            event = self.feed_line(line)
+            if event is not None:
+                events.append(event)
+        return events
 
     def feed_line(self, line: str) -> RunEvent | None:
         line = line.rstrip("\r\n")
