@@ -8,12 +8,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from airflow import __version__ as AIRFLOW_VERSION_STR
+from airflow.triggers.base import BaseTrigger, TriggerEvent
 from packaging.version import Version
 
 AIRFLOW_VERSION = Version(Version(AIRFLOW_VERSION_STR).base_version)
-AIRFLOW_V_3_0_PLUS = AIRFLOW_VERSION >= Version("3.0.0")
+AIRFLOW_V_3_0_PLUS = Version("3.0.0") <= AIRFLOW_VERSION
 #: ``task_state_store`` (durable per-task-instance state that survives retries) and trigger ``on_kill``.
-AIRFLOW_V_3_3_PLUS = AIRFLOW_VERSION >= Version("3.3.0")
+AIRFLOW_V_3_3_PLUS = Version("3.3.0") <= AIRFLOW_VERSION
 
 if AIRFLOW_V_3_0_PLUS:
     from airflow.sdk import BaseHook, BaseOperator, BaseOperatorLink, BaseSensorOperator
@@ -24,8 +25,6 @@ else:  # Airflow 2.11
     from airflow.models.baseoperatorlink import BaseOperatorLink  # type: ignore[no-redef]
     from airflow.models.xcom import XCom  # type: ignore[no-redef]
     from airflow.sensors.base import BaseSensorOperator  # type: ignore[no-redef]
-
-from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 if TYPE_CHECKING:
     if AIRFLOW_V_3_0_PLUS:

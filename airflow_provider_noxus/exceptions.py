@@ -47,7 +47,7 @@ class NoxusError(AirflowException):
     ) -> None:
         self.message = message
         self.endpoint = endpoint
-        self.status_code = status_code
+        self.status_code = status_code  # type: ignore[assignment]  # AirflowException has an HTTPStatus here
         self.detail = detail
         self.request_id = request_id
         self.run_id = run_id
