@@ -20,18 +20,14 @@ if AIRFLOW_V_3_0_PLUS:
     from airflow.sdk import BaseHook, BaseOperator, BaseOperatorLink, BaseSensorOperator
     from airflow.sdk.bases.xcom import BaseXCom as XCom
 else:  # Airflow 2.11
-    from airflow.hooks.base import BaseHook  # type: ignore[no-redef]
+    from airflow.hooks.base import BaseHook  # type: ignore[no-redef,attr-defined]
     from airflow.models.baseoperator import BaseOperator  # type: ignore[no-redef]
     from airflow.models.baseoperatorlink import BaseOperatorLink  # type: ignore[no-redef]
     from airflow.models.xcom import XCom  # type: ignore[no-redef]
     from airflow.sensors.base import BaseSensorOperator  # type: ignore[no-redef]
 
-if TYPE_CHECKING:
-    if AIRFLOW_V_3_0_PLUS:
-        from airflow.sdk import Connection, Context
-    else:
-        from airflow.models.connection import Connection
-        from airflow.utils.context import Context
+if TYPE_CHECKING:  # type-checked against Airflow 3; on 2.11 the same names are duck-typed alike
+    from airflow.sdk import Connection, Context
 
 
 async def aget_connection(conn_id: str) -> Connection:
