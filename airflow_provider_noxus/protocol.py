@@ -23,6 +23,7 @@ from airflow_provider_noxus.exceptions import (
     NoxusApiError,
     NoxusAuthError,
     NoxusBadRequestError,
+    NoxusConfigurationError,
     NoxusConflictError,
     NoxusError,
     NoxusNotFoundError,
@@ -115,8 +116,21 @@ class ApiRequest:
 
 
 def _seg(value: str) -> str:
-    """Quote one path segment (ids come from users and templates)."""
+    """Quote one path segment (ids come from users and templates); an empty id is refused."""
+    if value is None or not str(value).strip():
+        raise NoxusConfigurationError(
+            f"An id in a Noxus API path is empty ({value!r}): pass the workflow, run or file id."
+        )
     return quote(str(value), safe="")
+
+
+def _page(page: int, size: int) -> dict[str, int]:
+    """Query of a paged list; the API takes ``page`` >= 1 and ``size`` in 1..100."""
+    if not (isinstance(page, int) and page >= 1 and isinstance(size, int) and 1 <= size <= 100):
+        raise NoxusConfigurationError(
+            f"page must be >= 1 and size within 1..100, not page={page!r}, size={size!r}."
+        )
+    return {"page": page, "size": size}
 
 
 def create_run_body(
@@ -127,6 +141,10 @@ def create_run_body(
     callback_url: str | None = None,
 ) -> dict[str, Any]:
     """Body of a run creation (async and sync endpoints alike)."""
+    if not isinstance(inputs, Mapping):
+        raise NoxusConfigurationError(
+            f"Run inputs must be a mapping of input label (or node id) to value, not {type(inputs).__name__}."
+        )
     body: dict[str, Any] = {"input": dict(inputs)}
     if workflow_version_id:
         body["workflow_version_id"] = workflow_version_id
@@ -173,7 +191,7 @@ def get_run_status_request(run_id: str) -> ApiRequest:
 
 def list_runs_request(workflow_id: str, *, page: int = 1, size: int = 50) -> ApiRequest:
     return ApiRequest(
-        "GET", f"/v1/workflows/{_seg(workflow_id)}/runs", params={"page": page, "size": size},
+        "GET", f"/v1/workflows/{_seg(workflow_id)}/runs", params=_page(page, size),
         workflow_id=workflow_id,
     )
 
@@ -205,7 +223,7 @@ def me_request() -> ApiRequest:
 
 
 def list_workflows_request(*, page: int = 1, size: int = 50) -> ApiRequest:
-    return ApiRequest("GET", "/v1/workflows", params={"page": page, "size": size})
+    return ApiRequest("GET", "/v1/workflows", params=_page(page, size))
 
 
 def get_workflow_request(workflow_id: str) -> ApiRequest:
