@@ -1,0 +1,574 @@
+"""The two HTTP transports of :class:`~airflow_provider_noxus.hooks.noxus.NoxusHook`.
+
+``SyncTransport`` sends :class:`~airflow_provider_noxus.protocol.ApiRequest` objects with a
+``requests.Session``; ``AsyncTransport`` with an ``aiohttp.ClientSession`` shared by every client of
+the same event loop, base URL and TLS setting. Both apply the same tenacity retry controls (built
+once, by :func:`retry_controls`, from :func:`protocol.is_retryable` and
+:func:`protocol.backoff_seconds`) and turn every library error into a
+:class:`~airflow_provider_noxus.exceptions.NoxusError`. What the endpoints mean is left to the hook.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import socket
+import ssl
+import threading
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import requests
+import urllib3.exceptions
+from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception
+
+from airflow_provider_noxus import protocol
+from airflow_provider_noxus.exceptions import (
+    NoxusError,
+    NoxusProtocolError,
+    NoxusTimeoutError,
+    NoxusTLSError,
+    NoxusTransportError,
+)
+
+#: Longest wait for a TCP (and TLS) connection, whatever the read timeout.
+CONNECT_TIMEOUT_S = 10.0
+#: Bytes of an error response read to build its message; the rest is never read.
+MAX_ERROR_BODY_BYTES = 64 * 1024
+#: Connections of one shared aiohttp session to one host. An open event stream holds one.
+POOL_LIMIT_PER_HOST = 100
+#: Seconds an idle pooled connection is kept open for reuse.
+KEEPALIVE_S = 30.0
+REDACTED = "***"
+
+#: Retries (warning) and requests (debug: method, path, status; never headers or bodies).
+log = logging.getLogger(__name__)
+
+SyncSleep = Callable[[float], None]
+AsyncSleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class NoxusConnectionSettings:
+    """A Noxus connection, read and checked once.
+
+    :param conn_id: Airflow connection id, for messages.
+    :param base_url: API root, scheme included, no trailing slash.
+    :param api_key: the key sent as ``X-API-Key``; never shown by ``repr``.
+    :param timeout: default read timeout of a request, in seconds.
+    :param verify_ssl: whether TLS certificates are checked.
+    :param app_url: root of the Noxus web app, for run links.
+    :param retry_policy: how hard each request is tried.
+    """
+
+    conn_id: str
+    base_url: str
+    api_key: str = field(repr=False)
+    timeout: float = protocol.DEFAULT_TIMEOUT_S
+    verify_ssl: bool = True
+    app_url: str = protocol.DEFAULT_APP_URL
+    retry_policy: protocol.RetryPolicy = field(default_factory=protocol.RetryPolicy)
+
+
+# --------------------------------------------------------------------------------------------
+# Shared by both transports
+# --------------------------------------------------------------------------------------------
+
+
+def redact(data: bytes, secret: str) -> bytes:
+    """``data`` with every copy of ``secret`` replaced (a server may echo request headers)."""
+    return data.replace(secret.encode(), REDACTED.encode()) if secret else data
+
+
+def error_for_response(
+    request: protocol.ApiRequest, status: int, body: bytes, headers: Mapping[str, str], api_key: str
+) -> NoxusError:
+    """The typed error of an error response, its body cleaned of the API key."""
+    return protocol.error_from_response(request, status, redact(body, api_key), headers)
+
+
+def json_object(request: protocol.ApiRequest, body: bytes, api_key: str) -> dict[str, Any]:
+    """Decode a 2xx body that must be a JSON object."""
+    payload = protocol.parse_json(request, redact(body, api_key))
+    if not isinstance(payload, dict):
+        raise NoxusProtocolError(
+            f"The Noxus API answered with JSON {type(payload).__name__}, not an object.",
+            endpoint=request.endpoint,
+            run_id=request.run_id,
+            workflow_id=request.workflow_id,
+        )
+    return payload
+
+
+def read_timeout(request: protocol.ApiRequest, settings: NoxusConnectionSettings) -> float:
+    return request.timeout if request.timeout is not None else settings.timeout
+
+
+def _describe_failure(error: BaseException | None) -> str:
+    if isinstance(error, NoxusError) and error.status_code is not None:
+        return f"HTTP {error.status_code}"
+    return error.message if isinstance(error, NoxusError) else type(error).__name__
+
+
+def retry_controls(request: protocol.ApiRequest, policy: protocol.RetryPolicy) -> dict[str, Any]:
+    """Keyword arguments of ``tenacity.Retrying`` / ``AsyncRetrying`` for ``request``.
+
+    Retries what :func:`protocol.is_retryable` allows, waits :func:`protocol.backoff_seconds`, and
+    stops after ``policy.max_attempts`` attempts or when the next attempt would start past
+    ``policy.total_budget`` seconds. Time spent includes the waits asked of ``sleep`` (``idle_for``),
+    so the budget holds even when a test injects a sleep that returns at once.
+    """
+
+    def wait(state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        return protocol.backoff_seconds(policy, state.attempt_number, error or NoxusError("no error"))
+
+    def stop(state: RetryCallState) -> bool:
+        if state.attempt_number >= policy.max_attempts:
+            return True
+        elapsed = max(state.seconds_since_start or 0.0, state.idle_for)
+        return elapsed + (getattr(state, "upcoming_sleep", 0.0) or 0.0) > policy.total_budget
+
+    def before_sleep(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        log.warning(
+            "Noxus API %s failed (%s); attempt %d of %d in %.1f s.",
+            request.endpoint,
+            _describe_failure(error),
+            state.attempt_number + 1,
+            policy.max_attempts,
+            state.upcoming_sleep,
+        )
+
+    return {
+        "retry": retry_if_exception(lambda error: protocol.is_retryable(request, error)),
+        "wait": wait,
+        "stop": stop,
+        "before_sleep": before_sleep,
+        "reraise": True,
+    }
+
+
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    """``error`` and everything it wraps (``__cause__``, ``__context__``, ``args``, ``reason``)."""
+    seen: set[int] = set()
+    pending = [error]
+    while pending:
+        current = pending.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        linked = [current.__cause__, current.__context__, getattr(current, "reason", None), *current.args]
+        pending.extend(item for item in linked if isinstance(item, BaseException))
+
+
+def _refusal_reason(error: BaseException) -> str | None:
+    """Why a connection could not be opened, when the cause says so: refused, or DNS."""
+    for cause in _causes(error):
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, socket.gaierror) or type(cause).__name__ in {
+            "NameResolutionError",
+            "ClientConnectorDNSError",
+        }:
+            return "host name not found"
+    return None
+
+
+def _transport_error(
+    kind: type[NoxusTransportError],
+    request: protocol.ApiRequest,
+    settings: NoxusConnectionSettings,
+    what: str,
+    *,
+    reached_server: bool,
+) -> NoxusTransportError:
+    return kind(
+        f"{what} (Noxus API at {settings.base_url}).",
+        reached_server=reached_server,
+        endpoint=request.endpoint,
+        run_id=request.run_id,
+        workflow_id=request.workflow_id,
+    )
+
+
+def _tls_error(
+    request: protocol.ApiRequest, settings: NoxusConnectionSettings, error: BaseException
+) -> NoxusTransportError:
+    reason = next(
+        (str(c.verify_message or c) for c in _causes(error) if isinstance(c, ssl.SSLCertVerificationError)),
+        next((type(c).__name__ for c in _causes(error) if isinstance(c, ssl.SSLError)), "handshake failed"),
+    )
+    return _transport_error(
+        NoxusTLSError,
+        request,
+        settings,
+        f"TLS failure: {reason}. If this self-hosted Noxus uses a private certificate, trust its CA "
+        "or set verify_ssl to false in the connection's extras",
+        reached_server=False,
+    )
+
+
+def map_requests_error(
+    request: protocol.ApiRequest, settings: NoxusConnectionSettings, error: requests.RequestException
+) -> NoxusTransportError:
+    """The :class:`NoxusTransportError` for a ``requests`` failure; the key is never in it."""
+    timeout = read_timeout(request, settings)
+    if isinstance(error, requests.exceptions.SSLError):
+        return _tls_error(request, settings, error)
+    if isinstance(error, requests.exceptions.ConnectTimeout):
+        return _transport_error(
+            NoxusTimeoutError,
+            request,
+            settings,
+            f"No connection within {CONNECT_TIMEOUT_S:g} s",
+            reached_server=False,
+        )
+    if isinstance(error, requests.exceptions.ReadTimeout) or any(
+        isinstance(c, (urllib3.exceptions.ReadTimeoutError, TimeoutError)) for c in _causes(error)
+    ):
+        return _transport_error(
+            NoxusTimeoutError,
+            request,
+            settings,
+            f"No answer within the {timeout:g} s read timeout",
+            reached_server=True,
+        )
+    refusal = _refusal_reason(error)
+    if refusal or any(isinstance(c, urllib3.exceptions.NewConnectionError) for c in _causes(error)):
+        return _transport_error(
+            NoxusTransportError,
+            request,
+            settings,
+            f"Could not connect: {refusal or 'connection failed'}",
+            reached_server=False,
+        )
+    return _transport_error(
+        NoxusTransportError,
+        request,
+        settings,
+        f"The connection failed before a full answer ({type(error).__name__})",
+        reached_server=True,
+    )
+
+
+#: aiohttp >= 3.10 tells connect timeouts apart; before, both are ServerTimeoutError.
+_AIOHTTP_CONNECT_TIMEOUT: tuple[type[BaseException], ...] = tuple(
+    t for t in (getattr(aiohttp, "ConnectionTimeoutError", None),) if t is not None
+)
+
+
+def map_aiohttp_error(
+    request: protocol.ApiRequest, settings: NoxusConnectionSettings, error: BaseException
+) -> NoxusTransportError:
+    """The :class:`NoxusTransportError` for an ``aiohttp`` failure (or a timeout)."""
+    timeout = read_timeout(request, settings)
+    if isinstance(error, (aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch)):
+        return _tls_error(request, settings, error)
+    if isinstance(error, _AIOHTTP_CONNECT_TIMEOUT):
+        return _transport_error(
+            NoxusTimeoutError,
+            request,
+            settings,
+            f"No connection within {CONNECT_TIMEOUT_S:g} s",
+            reached_server=False,
+        )
+    if isinstance(error, (asyncio.TimeoutError, TimeoutError)):
+        return _transport_error(
+            NoxusTimeoutError,
+            request,
+            settings,
+            f"No answer within the {timeout:g} s read timeout",
+            reached_server=True,
+        )
+    if isinstance(error, aiohttp.ClientConnectorError):
+        return _transport_error(
+            NoxusTransportError,
+            request,
+            settings,
+            f"Could not connect: {_refusal_reason(error) or 'connection failed'}",
+            reached_server=False,
+        )
+    return _transport_error(
+        NoxusTransportError,
+        request,
+        settings,
+        f"The connection failed before a full answer ({type(error).__name__})",
+        reached_server=True,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Sync: requests
+# --------------------------------------------------------------------------------------------
+
+
+class SyncTransport:
+    """Sends requests with one ``requests.Session`` (its connection pool is reused).
+
+    :param settings: the connection.
+    :param sleep: how to wait between attempts (``time.sleep``; tests inject a recorder).
+    """
+
+    def __init__(self, settings: NoxusConnectionSettings, *, sleep: SyncSleep) -> None:
+        self.settings = settings
+        self._sleep = sleep
+        self._session = requests.Session()
+        self._session.headers.update(protocol.default_headers(settings.api_key))
+        self._session.verify = settings.verify_ssl
+
+    def close(self) -> None:
+        self._session.close()
+
+    def _retrying(self, request: protocol.ApiRequest, policy: protocol.RetryPolicy | None) -> Retrying:
+        return Retrying(sleep=self._sleep, **retry_controls(request, policy or self.settings.retry_policy))
+
+    def _send(self, request: protocol.ApiRequest, files: Mapping[str, Any] | None) -> requests.Response:
+        """One attempt: the response of a 2xx, its body not read yet; else the typed error."""
+        timeout = read_timeout(request, self.settings)
+        try:
+            response = self._session.request(
+                request.method,
+                protocol.build_url(self.settings.base_url, request),
+                params=dict(request.params),
+                json=request.json_body,
+                files=files,
+                timeout=(min(CONNECT_TIMEOUT_S, timeout), timeout),
+                stream=True,
+            )
+        except requests.RequestException as error:
+            raise map_requests_error(request, self.settings, error) from error
+        log.debug("Noxus API %s -> %s", request.endpoint, response.status_code)
+        if response.status_code < 400:
+            return response
+        with contextlib.closing(response):
+            body = b""
+            with contextlib.suppress(requests.RequestException):
+                body = response.raw.read(MAX_ERROR_BODY_BYTES, decode_content=True) or b""
+            raise error_for_response(
+                request, response.status_code, body, response.headers, self.settings.api_key
+            )
+
+    def call(
+        self,
+        request: protocol.ApiRequest,
+        *,
+        files: Mapping[str, Any] | None = None,
+        policy: protocol.RetryPolicy | None = None,
+    ) -> bytes:
+        """Send ``request`` with retries and return the whole body of its 2xx response.
+
+        :param files: multipart parts, as ``requests`` takes them (must be re-sendable: bytes).
+        :param policy: overrides the connection's retry policy.
+        """
+
+        def attempt() -> bytes:
+            with contextlib.closing(self._send(request, files)) as response:
+                try:
+                    return response.content
+                except requests.RequestException as error:
+                    raise map_requests_error(request, self.settings, error) from error
+
+        return self._retrying(request, policy)(attempt)
+
+    def call_json(self, request: protocol.ApiRequest, **kwargs: Any) -> dict[str, Any]:
+        """:meth:`call`, its body decoded as a JSON object."""
+        return json_object(request, self.call(request, **kwargs), self.settings.api_key)
+
+    def stream_chunks(self, request: protocol.ApiRequest) -> Generator[bytes, None, None]:
+        """Open ``request`` (opening is retried) and yield its body chunks as they arrive.
+
+        The response is closed when the generator ends or is closed. A failure while reading is
+        raised as a :class:`NoxusTransportError` and not retried: the caller resumes.
+        """
+        response = self._retrying(request, None)(self._send, request, None)
+        with contextlib.closing(response):
+            try:
+                yield from response.iter_content(chunk_size=None)
+            except requests.RequestException as error:
+                raise map_requests_error(request, self.settings, error) from error
+
+
+# --------------------------------------------------------------------------------------------
+# Async: aiohttp, one session shared per (event loop, base URL, TLS setting)
+# --------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def default_ssl_context() -> ssl.SSLContext:
+    """The verifying TLS context, built once per process (building one costs milliseconds of CPU).
+
+    It trusts the system's CAs and, when ``certifi`` is installed (``requests`` brings it), the same
+    bundle as the sync path.
+    """
+    context = ssl.create_default_context()
+    with contextlib.suppress(ImportError):
+        import certifi
+
+        context.load_verify_locations(certifi.where())
+    return context
+
+
+@dataclass
+class _SharedSession:
+    session: aiohttp.ClientSession
+    users: int = 0
+
+
+class SharedSessions:
+    """Reference-counted ``aiohttp.ClientSession`` objects, one per (loop, base URL, TLS setting).
+
+    The first user of a key creates the session, the last one closes it. Loops are held weakly,
+    so a loop that is gone takes its table with it.
+    """
+
+    def __init__(self) -> None:
+        self._by_loop: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[tuple[str, bool], _SharedSession]
+        ] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+        self._closing: set[asyncio.Future[None]] = set()
+
+    @staticmethod
+    def _new_session(verify_ssl: bool) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            limit=POOL_LIMIT_PER_HOST,
+            limit_per_host=POOL_LIMIT_PER_HOST,
+            keepalive_timeout=KEEPALIVE_S,
+            ssl=default_ssl_context() if verify_ssl else False,
+        )
+        return aiohttp.ClientSession(
+            connector=connector,
+            headers={"User-Agent": protocol.USER_AGENT, "Accept": "application/json"},
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S),
+        )
+
+    def sessions(self) -> dict[tuple[str, bool], aiohttp.ClientSession]:
+        """The open shared sessions of the running loop, by (base URL, TLS setting)."""
+        with self._lock:
+            table = self._by_loop.get(asyncio.get_running_loop(), {})
+            return {key: entry.session for key, entry in table.items()}
+
+    @contextlib.asynccontextmanager
+    async def use(self, base_url: str, verify_ssl: bool) -> AsyncIterator[aiohttp.ClientSession]:
+        """Take a reference on the shared session for the key; release it on every exit path."""
+        loop = asyncio.get_running_loop()
+        key = (base_url, verify_ssl)
+        with self._lock:
+            table = self._by_loop.setdefault(loop, {})
+            entry = table.get(key)
+            if entry is None or entry.session.closed:
+                entry = table[key] = _SharedSession(self._new_session(verify_ssl))
+            entry.users += 1
+        try:
+            yield entry.session
+        finally:
+            await self._release(loop, key, entry)
+
+    async def _release(
+        self, loop: asyncio.AbstractEventLoop, key: tuple[str, bool], entry: _SharedSession
+    ) -> None:
+        with self._lock:
+            entry.users -= 1
+            if entry.users > 0:
+                return
+            table = self._by_loop.get(loop, {})
+            if table.get(key) is entry:
+                del table[key]
+        # Shielded: a cancelled last user still closes the session (the task is kept referenced).
+        closing = asyncio.ensure_future(entry.session.close())
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
+        await asyncio.shield(closing)
+
+
+SHARED_SESSIONS = SharedSessions()
+
+
+class AsyncTransport:
+    """Sends requests on a shared ``aiohttp.ClientSession``; the API key goes in each request.
+
+    :param settings: the connection.
+    :param session: the shared session (owned by :data:`SHARED_SESSIONS`, not closed here).
+    :param sleep: how to wait between attempts (``asyncio.sleep``; tests inject a recorder).
+    """
+
+    def __init__(
+        self, settings: NoxusConnectionSettings, session: aiohttp.ClientSession, *, sleep: AsyncSleep
+    ) -> None:
+        self.settings = settings
+        self.session = session
+        self._sleep = sleep
+        self._headers = {"X-API-Key": settings.api_key}
+
+    def _retrying(self, request: protocol.ApiRequest) -> AsyncRetrying:
+        return AsyncRetrying(sleep=self._sleep, **retry_controls(request, self.settings.retry_policy))
+
+    async def _send(self, request: protocol.ApiRequest) -> aiohttp.ClientResponse:
+        """One attempt: the response of a 2xx, its body not read yet; else the typed error."""
+        timeout = read_timeout(request, self.settings)
+        try:
+            response = await self.session.request(
+                request.method,
+                protocol.build_url(self.settings.base_url, request),
+                params=dict(request.params),
+                json=request.json_body,
+                headers=self._headers,
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=min(CONNECT_TIMEOUT_S, timeout), sock_read=timeout
+                ),
+            )
+        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+            raise map_aiohttp_error(request, self.settings, error) from error
+        log.debug("Noxus API %s -> %s", request.endpoint, response.status)
+        if response.status < 400:
+            return response
+        try:
+            body = b""
+            with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+                body = await response.content.read(MAX_ERROR_BODY_BYTES)
+            raise error_for_response(request, response.status, body, response.headers, self.settings.api_key)
+        finally:
+            response.release()
+
+    async def call(self, request: protocol.ApiRequest) -> bytes:
+        """Send ``request`` with retries and return the whole body of its 2xx response."""
+
+        async def attempt() -> bytes:
+            response = await self._send(request)
+            try:
+                return await response.read()
+            except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+                raise map_aiohttp_error(request, self.settings, error) from error
+            finally:
+                response.release()
+
+        return await self._retrying(request)(attempt)
+
+    async def call_json(self, request: protocol.ApiRequest) -> dict[str, Any]:
+        """:meth:`call`, its body decoded as a JSON object."""
+        return json_object(request, await self.call(request), self.settings.api_key)
+
+    async def stream_chunks(self, request: protocol.ApiRequest) -> AsyncGenerator[bytes, None]:
+        """Open ``request`` (opening is retried) and yield its body chunks as they arrive.
+
+        The response is released when the generator ends or is closed (use ``contextlib.aclosing``).
+        """
+        response: aiohttp.ClientResponse = await self._retrying(request)(self._send, request)
+        try:
+            while True:
+                try:
+                    chunk = await response.content.readany()
+                except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+                    raise map_aiohttp_error(request, self.settings, error) from error
+                if not chunk:
+                    return
+                yield chunk
+        finally:
+            response.release()

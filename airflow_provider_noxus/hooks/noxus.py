@@ -1,0 +1,685 @@
+"""NoxusHook: the Noxus connection, a sync client (``requests``) and an async client (``aiohttp``).
+
+Connection fields: host = base URL (default ``https://backend.noxus.ai``), password = API key.
+Extras: ``timeout`` (seconds, default 30), ``verify_ssl`` (default true), ``retry_attempts``
+(default 5), ``max_backoff`` (seconds, default 30), ``app_url`` (where run links point) and
+``scheme`` (``http`` or ``https``, used when the host has no scheme).
+
+How the scheme is chosen: a host written as a full URL keeps its scheme (JSON form
+``{"conn_type": "noxus", "host": "http://127.0.0.1:8765", "password": "KEY"}``, or Airflow's URI form
+with the scheme inside, ``noxus://http://:KEY@127.0.0.1:8765``); a bare host name takes the
+``scheme`` extra (``noxus://:KEY@127.0.0.1:8765/?scheme=http&timeout=10``), else ``https``. The
+connection's port is added when the host has none; a trailing ``/v1`` is dropped (paths add it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import mimetypes
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from airflow_provider_noxus import protocol
+from airflow_provider_noxus._compat import BaseHook, aget_connection, mask_secret
+from airflow_provider_noxus.exceptions import (
+    NoxusAuthError,
+    NoxusConfigurationError,
+    NoxusError,
+    NoxusFileInputError,
+    NoxusNotFoundError,
+    NoxusProtocolError,
+    NoxusRateLimitedError,
+    NoxusRunError,
+    NoxusRunTimeoutError,
+    NoxusServerError,
+    NoxusTransportError,
+)
+from airflow_provider_noxus.hooks._transport import (
+    SHARED_SESSIONS,
+    AsyncSleep,
+    AsyncTransport,
+    NoxusConnectionSettings,
+    SyncSleep,
+    SyncTransport,
+)
+
+if TYPE_CHECKING:
+    from airflow_provider_noxus._compat import Connection
+
+WaitStrategy = Literal["auto", "stream", "poll"]
+#: Consecutive event-stream failures (errors, or closes before the final frame with no new frame)
+#: after which ``wait_for_run(strategy="auto")`` polls instead.
+MAX_STREAM_FAILURES = 3
+#: Errors after which a wait goes on (reconnect or poll); auth and not-found errors end it.
+TRANSIENT_ERRORS = (NoxusServerError, NoxusRateLimitedError, NoxusTransportError, NoxusProtocolError)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading the connection
+# --------------------------------------------------------------------------------------------
+
+
+def _extra(extras: Mapping[str, Any], name: str) -> Any:
+    """An extra by its name, or by Airflow 2's old prefixed name; empty strings count as unset."""
+    value = extras.get(name, extras.get(f"extra__noxus__{name}"))
+    return None if value == "" else value
+
+
+def _number(conn_id: str, extras: Mapping[str, Any], name: str, default: float, minimum: float) -> float:
+    value = _extra(extras, name)
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not number >= minimum:
+        raise NoxusConfigurationError(
+            f"Noxus connection {conn_id!r}: extra {name!r} must be a number >= {minimum:g}, not {value!r}."
+        )
+    return number
+
+
+def _boolean(conn_id: str, extras: Mapping[str, Any], name: str, default: bool) -> bool:
+    value = _extra(extras, name)
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"true", "1", "yes", "on"}:
+        return True
+    if text in {"false", "0", "no", "off"}:
+        return False
+    raise NoxusConfigurationError(
+        f"Noxus connection {conn_id!r}: extra {name!r} must be true or false, not {value!r}."
+    )
+
+
+def _base_url(conn_id: str, host: str | None, port: int | None, scheme: Any) -> str:
+    host = (host or "").strip()
+    if not host:
+        return protocol.DEFAULT_BASE_URL
+    if scheme is not None and str(scheme).lower() not in {"http", "https"}:
+        raise NoxusConfigurationError(f"Noxus connection {conn_id!r}: extra 'scheme' must be http or https.")
+    if "://" in host:
+        given = host.split("://", 1)[0].lower()
+        if scheme is not None and str(scheme).lower() != given:
+            raise NoxusConfigurationError(
+                f"Noxus connection {conn_id!r}: the host says {given}:// but extra 'scheme' says {scheme}; "
+                "remove one."
+            )
+    else:
+        host = f"{str(scheme or 'https').lower()}://{host}"
+    parts = urlsplit(host)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise NoxusConfigurationError(
+            f"Noxus connection {conn_id!r}: the host {host!r} is not a base URL like https://backend.noxus.ai."
+        )
+    netloc = parts.netloc if parts.port is not None or not port else f"{parts.netloc}:{port}"
+    path = parts.path.rstrip("/")
+    path = path.removesuffix("/v1")
+    return urlunsplit((parts.scheme, netloc, path, "", ""))
+
+
+def settings_from_connection(
+    conn: Connection, *, retry_policy: protocol.RetryPolicy | None = None
+) -> NoxusConnectionSettings:
+    """Check a Noxus connection and register its API key with the secrets masker.
+
+    :param conn: the Airflow connection.
+    :param retry_policy: overrides the policy built from the extras.
+    """
+    conn_id = conn.conn_id or "?"
+    if not conn.password:
+        raise NoxusConfigurationError(
+            f"Noxus connection {conn_id!r} has no API key: put it in the connection's password field."
+        )
+    mask_secret(conn.password)
+    extras = conn.extra_dejson
+    base_url = _base_url(conn_id, conn.host, conn.port, _extra(extras, "scheme"))
+    attempts = _number(conn_id, extras, "retry_attempts", protocol.RetryPolicy.max_attempts, 1)
+    if attempts != int(attempts):
+        raise NoxusConfigurationError(
+            f"Noxus connection {conn_id!r}: extra 'retry_attempts' must be an integer."
+        )
+    policy = retry_policy or protocol.RetryPolicy(
+        max_attempts=int(attempts),
+        backoff_max=_number(conn_id, extras, "max_backoff", protocol.RetryPolicy.backoff_max, 0),
+    )
+    app_url = _extra(extras, "app_url") or (
+        protocol.DEFAULT_APP_URL if base_url == protocol.DEFAULT_BASE_URL else base_url
+    )
+    return NoxusConnectionSettings(
+        conn_id=conn_id,
+        base_url=base_url,
+        api_key=conn.password,
+        timeout=_number(conn_id, extras, "timeout", protocol.DEFAULT_TIMEOUT_S, 0.001),
+        verify_ssl=_boolean(conn_id, extras, "verify_ssl", True),
+        app_url=str(app_url).rstrip("/"),
+        retry_policy=policy,
+    )
+
+
+def _me_without_key(record: dict[str, Any], api_key: str) -> dict[str, Any]:
+    """The key's record with its ``value`` (the key itself, when the server echoes it) hidden."""
+    if record.get("value") == api_key:
+        return {**record, "value": "***"}
+    return record
+
+
+def _file_part(
+    content: bytes | str | os.PathLike[str], filename: str | None, content_type: str | None
+) -> tuple[str, bytes, str]:
+    """``(filename, bytes, content type)`` of an upload; a str or path names a local file."""
+    if isinstance(content, bytes):
+        data, default_name = content, "upload.bin"
+    else:
+        path = os.fspath(content)
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read(protocol.MAX_FILE_BYTES + 1)
+        except OSError as error:
+            raise NoxusFileInputError(
+                f"Cannot read the file to upload {path!r}: {error.strerror}."
+            ) from error
+        default_name = os.path.basename(path)
+    if len(data) > protocol.MAX_FILE_BYTES:
+        raise NoxusFileInputError(
+            f"The file to upload ({filename or default_name!r}) is over the server's "
+            f"{protocol.MAX_FILE_BYTES // (1024 * 1024)} MB cap."
+        )
+    name = filename or default_name
+    return name, data, content_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+# --------------------------------------------------------------------------------------------
+# The hook
+# --------------------------------------------------------------------------------------------
+
+
+class NoxusHook(BaseHook):
+    """Talk to the Noxus API: run workflows, read runs, stream their events, move files.
+
+    Sync methods use one ``requests.Session`` per hook. Async code (triggers) uses
+    ``async with hook.async_client() as client:``, which reads the connection asynchronously.
+
+    :param noxus_conn_id: Airflow connection id of type ``noxus``.
+    :param retry_policy: overrides the retry settings of the connection's extras.
+    :param sleep: waits between sync retries and polls (default ``time.sleep``).
+    :param async_sleep: waits between async retries (default ``asyncio.sleep``).
+    """
+
+    conn_name_attr = "noxus_conn_id"
+    default_conn_name = "noxus_default"
+    conn_type = "noxus"
+    hook_name = "Noxus"
+
+    def __init__(
+        self,
+        noxus_conn_id: str = default_conn_name,
+        *,
+        retry_policy: protocol.RetryPolicy | None = None,
+        sleep: SyncSleep | None = None,
+        async_sleep: AsyncSleep | None = None,
+    ) -> None:
+        super().__init__()
+        self.noxus_conn_id = noxus_conn_id
+        self._retry_policy = retry_policy
+        self._sleep: SyncSleep = sleep or time.sleep
+        self._async_sleep: AsyncSleep = async_sleep or asyncio.sleep
+
+    # ---- Airflow 2 connection form (Airflow 3 reads conn-fields from get_provider_info) --------
+
+    @staticmethod
+    def _connection_type_info() -> dict[str, Any]:
+        from airflow_provider_noxus.get_provider_info import get_provider_info
+
+        return next(
+            entry
+            for entry in get_provider_info()["connection-types"]
+            if entry["connection-type"] == NoxusHook.conn_type
+        )
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """Form fields of the extras, built from the provider info's ``conn-fields``."""
+        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
+        from flask_babel import lazy_gettext
+        from wtforms import BooleanField, FloatField, IntegerField, StringField
+        from wtforms.validators import NumberRange, Optional
+
+        widgets: dict[str, Any] = {}
+        for name, spec in cls._connection_type_info()["conn-fields"].items():
+            schema = spec["schema"]
+            types = set(schema["type"]) if isinstance(schema["type"], list) else {schema["type"]}
+            label = lazy_gettext(spec["label"])
+            description = spec.get("description", "")
+            if "boolean" in types:
+                widgets[name] = BooleanField(label, default=schema.get("default"), description=description)
+                continue
+            field_class = (
+                IntegerField if "integer" in types else FloatField if "number" in types else StringField
+            )
+            validators: list[Any] = [Optional()]
+            if field_class is not StringField:
+                validators.append(NumberRange(min=schema.get("minimum"), max=schema.get("maximum")))
+            widgets[name] = field_class(
+                label,
+                widget=BS3TextFieldWidget(),
+                default=schema.get("default"),
+                description=description,
+                validators=validators,
+            )
+        return widgets
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Hidden, relabelled and placeholder fields, from the provider info's ``ui-field-behaviour``."""
+        behaviour = cls._connection_type_info()["ui-field-behaviour"]
+        return {key.replace("-", "_"): value for key, value in behaviour.items()}
+
+    # ---- connection and sync transport ---------------------------------------------------------
+
+    @cached_property
+    def settings(self) -> NoxusConnectionSettings:
+        """The connection, read once (sync read: not for the triggerer; use :meth:`async_client`)."""
+        return settings_from_connection(
+            self.get_connection(self.noxus_conn_id), retry_policy=self._retry_policy
+        )
+
+    @cached_property
+    def _transport(self) -> SyncTransport:
+        return SyncTransport(self.settings, sleep=self._sleep)
+
+    def close(self) -> None:
+        """Close the hook's HTTP session (it is reopened if the hook is used again)."""
+        transport = self.__dict__.pop("_transport", None)
+        if transport is not None:
+            transport.close()
+
+    @property
+    def base_url(self) -> str:
+        return self.settings.base_url
+
+    def run_url(self, workflow_id: str, run_id: str) -> str:
+        """Link to the run in the Noxus web app."""
+        return protocol.run_url(self.settings.app_url, workflow_id, run_id)
+
+    # ---- sync API ------------------------------------------------------------------------------
+
+    def create_run(
+        self,
+        workflow_id: str,
+        inputs: Mapping[str, Any],
+        *,
+        workflow_version_id: str | None = None,
+        node_ids: list[str] | None = None,
+        callback_url: str | None = None,
+    ) -> dict[str, Any]:
+        """Start a run and return it (status ``queued``). Retried only when no run can have been made.
+
+        :param workflow_id: the workflow to run.
+        :param inputs: input label (or node id) -> value.
+        :param workflow_version_id: a saved version to run instead of the current one.
+        :param node_ids: run only these nodes and what they depend on.
+        :param callback_url: webhook the server POSTs the run to when it ends.
+        """
+        body = protocol.create_run_body(
+            inputs, workflow_version_id=workflow_version_id, node_ids=node_ids, callback_url=callback_url
+        )
+        return self._transport.call_json(protocol.create_run_request(workflow_id, body))
+
+    def create_run_sync(
+        self,
+        workflow_id: str,
+        inputs: Mapping[str, Any],
+        *,
+        workflow_version_id: str | None = None,
+        node_ids: list[str] | None = None,
+        use_output_ids: bool = False,
+    ) -> dict[str, Any]:
+        """Run a workflow through the sync endpoint and return the final run with its output.
+
+        Raises :class:`~airflow_provider_noxus.exceptions.NoxusSyncEndpointTimeout` when the server
+        stops holding the request (its ``run_id`` is the run, which goes on: wait for it).
+        """
+        body = protocol.create_run_body(inputs, workflow_version_id=workflow_version_id, node_ids=node_ids)
+        request = protocol.create_run_sync_request(workflow_id, body, use_output_ids=use_output_ids)
+        return self._transport.call_json(request)
+
+    def get_run(self, workflow_id: str, run_id: str) -> dict[str, Any]:
+        """The run with its ``output``."""
+        return self._transport.call_json(protocol.get_run_request(workflow_id, run_id))
+
+    def get_run_status(self, run_id: str) -> dict[str, Any]:
+        """The run without its ``output`` (needs no workflow id)."""
+        return self._transport.call_json(protocol.get_run_status_request(run_id))
+
+    def list_runs(self, workflow_id: str, *, page: int = 1, size: int = 50) -> dict[str, Any]:
+        """One page of a workflow's runs, newest first: ``{"items", "total", "page", "size", "pages"}``."""
+        return self._transport.call_json(protocol.list_runs_request(workflow_id, page=page, size=size))
+
+    def stop_run(self, run_id: str, *, workflow_id: str | None = None) -> dict[str, Any]:
+        """Ask the server to stop a run; returns the run as it is after the stop."""
+        return self._transport.call_json(protocol.stop_run_request(run_id, workflow_id=workflow_id))
+
+    def upload_file(
+        self,
+        content: bytes | str | os.PathLike[str],
+        *,
+        filename: str | None = None,
+        content_type: str | None = None,
+    ) -> dict[str, Any]:
+        """Upload a file; pass the returned ``uri`` (``spot://...``) as a run's file input.
+
+        :param content: the bytes, or the path of a local file (``str`` is a path).
+        :param filename: name shown in Noxus; default the path's base name.
+        :param content_type: MIME type; default guessed from the name.
+        """
+        part = _file_part(content, filename, content_type)
+        return self._transport.call_json(protocol.upload_file_request(), files={"file": part})
+
+    def download_file(self, file_id: str) -> bytes:
+        """The bytes of a stored file; takes ``spot://<id>`` or ``<id>``."""
+        return self._transport.call(protocol.download_file_request(file_id))
+
+    def get_me(self) -> dict[str, Any]:
+        """The calling API key's record (its ``value`` hidden when it is the key)."""
+        return _me_without_key(self._transport.call_json(protocol.me_request()), self.settings.api_key)
+
+    def list_workflows(self, *, page: int = 1, size: int = 50) -> dict[str, Any]:
+        return self._transport.call_json(protocol.list_workflows_request(page=page, size=size))
+
+    def get_workflow(self, workflow_id: str) -> dict[str, Any]:
+        return self._transport.call_json(protocol.get_workflow_request(workflow_id))
+
+    def iter_run_events(self, run_id: str, *, etag: str | None = None) -> Iterator[protocol.RunEvent]:
+        """The run's Server-Sent Events over one connection, until the server closes it.
+
+        :param etag: a ``redis_id`` already seen: only later frames are sent.
+        """
+        return self._iter_run_events(run_id, etag=etag, read_timeout=None)
+
+    def _iter_run_events(
+        self, run_id: str, *, etag: str | None, read_timeout: float | None
+    ) -> Iterator[protocol.RunEvent]:
+        request = protocol.run_events_request(run_id, etag=etag, timeout=read_timeout)
+        parser = protocol.SSEParser()
+        with contextlib.closing(self._transport.stream_chunks(request)) as chunks:
+            for chunk in chunks:
+                yield from parser.feed(chunk)
+
+    def wait_for_run(
+        self,
+        workflow_id: str,
+        run_id: str,
+        *,
+        strategy: WaitStrategy = "auto",
+        poll_interval: float = 5.0,
+        timeout: float | None = None,
+        on_event: Callable[[protocol.RunEvent], None] | None = None,
+        fail_on_human_feedback: bool = False,
+    ) -> dict[str, Any]:
+        """Block until the run reaches a final status; return it with its output, whatever the status.
+
+        :param strategy: ``stream`` (events, reconnecting with ``etag`` after drops), ``poll``, or
+            ``auto``: stream, and poll after repeated stream failures.
+        :param poll_interval: seconds between polls.
+        :param timeout: seconds after which :class:`NoxusRunTimeoutError` is raised; the run is
+            not stopped (the caller decides).
+        :param on_event: called with each event when streaming.
+        :param fail_on_human_feedback: raise :class:`NoxusRunError` when the run waits for a human.
+        """
+        if strategy not in ("auto", "stream", "poll"):
+            raise NoxusConfigurationError(f"strategy must be 'auto', 'stream' or 'poll', not {strategy!r}.")
+        if not poll_interval > 0:
+            raise NoxusConfigurationError(f"poll_interval must be > 0 seconds, not {poll_interval!r}.")
+        waiter = _RunWaiter(self, workflow_id, run_id, timeout, fail_on_human_feedback)
+        if strategy == "poll" or not waiter.stream(on_event, fallback=strategy == "auto"):
+            waiter.poll(poll_interval)
+        return self.get_run(workflow_id, run_id)
+
+    def test_connection(self) -> tuple[bool, str]:
+        """One ``GET /v1/admin/me``, no retry; a message a person can act on."""
+        try:
+            settings = self.settings
+            record = self._transport.call_json(
+                protocol.me_request(), policy=protocol.RetryPolicy(max_attempts=1)
+            )
+        except NoxusConfigurationError as error:
+            return False, str(error)
+        except NoxusAuthError as error:
+            return False, (
+                f"The Noxus API at {self.base_url} refused the API key (HTTP {error.status_code}): "
+                "check the connection's password field (a Noxus API key)."
+            )
+        except NoxusNotFoundError:
+            return False, (
+                f"{self.base_url} answered 404 to GET /v1/admin/me: it is not the Noxus API root. Check the "
+                f"base URL (host field), e.g. {protocol.DEFAULT_BASE_URL}."
+            )
+        except NoxusProtocolError:
+            return False, (
+                f"{self.base_url} answered, but not with JSON: it is not the Noxus API. Check the base URL "
+                f"(host field), e.g. {protocol.DEFAULT_BASE_URL}."
+            )
+        except NoxusError as error:
+            return False, f"Cannot use the Noxus API: {error}"
+        if "id" not in record:
+            return (
+                False,
+                f"{settings.base_url} answered GET /v1/admin/me without a key record: check the base URL.",
+            )
+        key_name = record.get("name") or record["id"]
+        return True, f"Connected to the Noxus API at {settings.base_url} with API key {key_name!r}."
+
+    # ---- async ---------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def async_client(self) -> AsyncIterator[NoxusAsyncClient]:
+        """``async with hook.async_client() as client:``: the connection read without blocking, and
+        a reference on the aiohttp session shared per (event loop, base URL, TLS setting), released
+        on every exit.
+        """
+        conn = await aget_connection(self.noxus_conn_id)
+        settings = settings_from_connection(conn, retry_policy=self._retry_policy)
+        async with SHARED_SESSIONS.use(settings.base_url, settings.verify_ssl) as session:
+            yield NoxusAsyncClient(AsyncTransport(settings, session, sleep=self._async_sleep))
+
+
+class NoxusAsyncClient:
+    """Async twin of the hook's API methods (``a_`` prefix), for triggers; made by
+    :meth:`NoxusHook.async_client`.
+    """
+
+    def __init__(self, transport: AsyncTransport) -> None:
+        self._transport = transport
+
+    @property
+    def base_url(self) -> str:
+        return self._transport.settings.base_url
+
+    def run_url(self, workflow_id: str, run_id: str) -> str:
+        """Link to the run in the Noxus web app."""
+        return protocol.run_url(self._transport.settings.app_url, workflow_id, run_id)
+
+    async def a_create_run(
+        self,
+        workflow_id: str,
+        inputs: Mapping[str, Any],
+        *,
+        workflow_version_id: str | None = None,
+        node_ids: list[str] | None = None,
+        callback_url: str | None = None,
+    ) -> dict[str, Any]:
+        """See :meth:`NoxusHook.create_run`."""
+        body = protocol.create_run_body(
+            inputs, workflow_version_id=workflow_version_id, node_ids=node_ids, callback_url=callback_url
+        )
+        return await self._transport.call_json(protocol.create_run_request(workflow_id, body))
+
+    async def a_get_run(self, workflow_id: str, run_id: str) -> dict[str, Any]:
+        """The run with its ``output``."""
+        return await self._transport.call_json(protocol.get_run_request(workflow_id, run_id))
+
+    async def a_get_run_status(self, run_id: str) -> dict[str, Any]:
+        """The run without its ``output``."""
+        return await self._transport.call_json(protocol.get_run_status_request(run_id))
+
+    async def a_stop_run(self, run_id: str, *, workflow_id: str | None = None) -> dict[str, Any]:
+        return await self._transport.call_json(protocol.stop_run_request(run_id, workflow_id=workflow_id))
+
+    async def a_list_runs(self, workflow_id: str, *, page: int = 1, size: int = 50) -> dict[str, Any]:
+        return await self._transport.call_json(protocol.list_runs_request(workflow_id, page=page, size=size))
+
+    async def a_get_me(self) -> dict[str, Any]:
+        record = await self._transport.call_json(protocol.me_request())
+        return _me_without_key(record, self._transport.settings.api_key)
+
+    async def a_iter_run_events(
+        self, run_id: str, *, etag: str | None = None, read_timeout: float | None = None
+    ) -> AsyncIterator[protocol.RunEvent]:
+        """The run's events over one connection, until the server closes it; the response is released
+        on every exit (close the generator: ``async with contextlib.aclosing(...)``).
+
+        :param etag: a ``redis_id`` already seen: only later frames are sent.
+        :param read_timeout: longest silence between chunks; default the connection's timeout.
+        """
+        request = protocol.run_events_request(run_id, etag=etag, timeout=read_timeout)
+        parser = protocol.SSEParser()
+        async with contextlib.aclosing(self._transport.stream_chunks(request)) as chunks:
+            async for chunk in chunks:
+                for event in parser.feed(chunk):
+                    yield event
+
+
+# --------------------------------------------------------------------------------------------
+# The blocking wait
+# --------------------------------------------------------------------------------------------
+
+
+class _RunWaiter:
+    """State of one :meth:`NoxusHook.wait_for_run`: its deadline and what was seen of the run."""
+
+    def __init__(
+        self,
+        hook: NoxusHook,
+        workflow_id: str,
+        run_id: str,
+        timeout: float | None,
+        fail_on_human_feedback: bool,
+    ) -> None:
+        self.hook = hook
+        self.workflow_id = workflow_id
+        self.run_id = run_id
+        self.timeout = timeout
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.fail_on_human_feedback = fail_on_human_feedback
+        self.status: str | None = None
+        self._reported: set[str] = set()
+
+    def _remaining(self) -> float | None:
+        """Seconds left; raises :class:`NoxusRunTimeoutError` when none are."""
+        if self.deadline is None:
+            return None
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise NoxusRunTimeoutError(
+                f"The run did not end within {self.timeout:g} s (last status {self.status or 'unknown'}); "
+                "it was not stopped.",
+                status=self.status,
+                run_url=self.hook.run_url(self.workflow_id, self.run_id),
+                run_id=self.run_id,
+                workflow_id=self.workflow_id,
+            )
+        return remaining
+
+    def _wait(self, seconds: float) -> None:
+        remaining = self._remaining()
+        self.hook._sleep(seconds if remaining is None else min(seconds, remaining))
+
+    def observe(self, value: Any) -> bool:
+        """Record a status seen; True when it is final."""
+        self.status = str(value) if value is not None else self.status
+        status = protocol.NoxusRunStatus.parse(value)
+        if status is None:
+            if str(value) not in self._reported:
+                self._reported.add(str(value))
+                self.hook.log.warning(
+                    "Noxus run %s reports status %r, unknown to this provider: treated as still running.",
+                    self.run_id,
+                    value,
+                )
+            return False
+        if status is protocol.NoxusRunStatus.AWAITING_HUMAN_FEEDBACK:
+            if self.fail_on_human_feedback:
+                raise NoxusRunError(
+                    "The run is waiting for human feedback and fail_on_human_feedback is set: answer it in "
+                    "the Noxus app, or wait with fail_on_human_feedback=False.",
+                    status=status.value,
+                    run_url=self.hook.run_url(self.workflow_id, self.run_id),
+                    run_id=self.run_id,
+                    workflow_id=self.workflow_id,
+                )
+            if status.value not in self._reported:
+                self._reported.add(status.value)
+                self.hook.log.info("Noxus run %s is waiting for human feedback.", self.run_id)
+        return status.is_terminal
+
+    def stream(self, on_event: Callable[[protocol.RunEvent], None] | None, *, fallback: bool) -> bool:
+        """Follow the event stream; True once a final status is seen, False to poll instead."""
+        etag: str | None = None
+        failures = 0
+        while True:
+            remaining = self._remaining()
+            timeout = (
+                self.hook.settings.timeout
+                if remaining is None
+                else min(self.hook.settings.timeout, remaining)
+            )
+            progressed = False
+            try:
+                for event in self.hook._iter_run_events(self.run_id, etag=etag, read_timeout=timeout):
+                    etag, progressed = event.redis_id or etag, True
+                    if on_event is not None:
+                        on_event(event)
+                    status = event.workflow_status or (
+                        event.data.get("status") if event.type == "state" else None
+                    )
+                    if status is not None and self.observe(status):
+                        return True
+                error: NoxusError = NoxusTransportError(
+                    "The event stream closed before the run's final frame.",
+                    endpoint=f"GET /v1/runs/{self.run_id}/events",
+                    run_id=self.run_id,
+                    workflow_id=self.workflow_id,
+                )
+            except TRANSIENT_ERRORS as caught:
+                error = caught
+            failures = 1 if progressed else failures + 1
+            if failures >= MAX_STREAM_FAILURES:
+                if not fallback:
+                    raise error
+                self.hook.log.warning(
+                    "Noxus run %s: the event stream failed %d times in a row (%s); polling instead.",
+                    self.run_id,
+                    failures,
+                    error.message,
+                )
+                return False
+            if not progressed:
+                self._wait(protocol.backoff_seconds(self.hook.settings.retry_policy, failures, error))
+
+    def poll(self, poll_interval: float) -> None:
+        """Read the run's status every ``poll_interval`` seconds until it is final."""
+        while not self.observe(self.hook.get_run_status(self.run_id).get("status")):
+            self._wait(poll_interval)
+
+
+__all__ = ["NoxusAsyncClient", "NoxusHook", "settings_from_connection"]
