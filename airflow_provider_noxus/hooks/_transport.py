@@ -20,7 +20,7 @@ import threading
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import requests
@@ -181,81 +181,68 @@ def _refusal_reason(error: BaseException) -> str | None:
     return None
 
 
-def _transport_error(
-    kind: type[NoxusTransportError],
-    request: protocol.ApiRequest,
-    settings: NoxusConnectionSettings,
-    what: str,
-    *,
-    reached_server: bool,
+FailureKind = Literal["tls", "connect_timeout", "read_timeout", "connect", "broken"]
+
+
+def transport_error(
+    kind: FailureKind, request: protocol.ApiRequest, settings: NoxusConnectionSettings, error: BaseException
 ) -> NoxusTransportError:
-    return kind(
-        f"{what} (Noxus API at {settings.base_url}).",
-        reached_server=reached_server,
-        endpoint=request.endpoint,
-        run_id=request.run_id,
-        workflow_id=request.workflow_id,
+    """The typed error of a request that got no HTTP answer, in words a person can act on.
+
+    ``connect_timeout``, ``connect`` (refused, DNS) and ``tls`` never reached the server (a run
+    creation may be retried); ``read_timeout`` and ``broken`` (reset, closed early) may have.
+    """
+    common: dict[str, Any] = {
+        "endpoint": request.endpoint,
+        "run_id": request.run_id,
+        "workflow_id": request.workflow_id,
+    }
+    where = f"(Noxus API at {settings.base_url})"
+    if kind == "tls":
+        verify = [c for c in _causes(error) if isinstance(c, ssl.SSLCertVerificationError)]
+        reason = str(verify[0].verify_message or verify[0]) if verify else "handshake failed"
+        return NoxusTLSError(
+            f"TLS failure: {reason} {where}. If this self-hosted Noxus uses a private certificate, trust "
+            "its CA or set verify_ssl to false in the connection's extras.",
+            **common,
+        )
+    if kind == "connect_timeout":
+        return NoxusTimeoutError(
+            f"No connection within {CONNECT_TIMEOUT_S:g} s {where}.", reached_server=False, **common
+        )
+    if kind == "read_timeout":
+        timeout = read_timeout(request, settings)
+        return NoxusTimeoutError(
+            f"No answer within the {timeout:g} s read timeout {where}.", reached_server=True, **common
+        )
+    if kind == "connect":
+        reason = _refusal_reason(error) or "connection failed"
+        return NoxusTransportError(f"Could not connect: {reason} {where}.", reached_server=False, **common)
+    return NoxusTransportError(
+        f"The connection failed before a full answer ({type(error).__name__}) {where}.",
+        reached_server=True,
+        **common,
     )
 
 
-def _tls_error(
-    request: protocol.ApiRequest, settings: NoxusConnectionSettings, error: BaseException
-) -> NoxusTransportError:
-    reason = next(
-        (str(c.verify_message or c) for c in _causes(error) if isinstance(c, ssl.SSLCertVerificationError)),
-        next((type(c).__name__ for c in _causes(error) if isinstance(c, ssl.SSLError)), "handshake failed"),
-    )
-    return _transport_error(
-        NoxusTLSError,
-        request,
-        settings,
-        f"TLS failure: {reason}. If this self-hosted Noxus uses a private certificate, trust its CA "
-        "or set verify_ssl to false in the connection's extras",
-        reached_server=False,
-    )
+def _requests_failure(error: requests.RequestException) -> FailureKind:
+    causes = list(_causes(error))
+    if isinstance(error, requests.exceptions.SSLError):
+        return "tls"
+    if isinstance(error, requests.exceptions.ConnectTimeout):
+        return "connect_timeout"
+    if any(isinstance(c, (urllib3.exceptions.ReadTimeoutError, TimeoutError)) for c in causes):
+        return "read_timeout"
+    if _refusal_reason(error) or any(isinstance(c, urllib3.exceptions.NewConnectionError) for c in causes):
+        return "connect"
+    return "broken"
 
 
 def map_requests_error(
     request: protocol.ApiRequest, settings: NoxusConnectionSettings, error: requests.RequestException
 ) -> NoxusTransportError:
     """The :class:`NoxusTransportError` for a ``requests`` failure; the key is never in it."""
-    timeout = read_timeout(request, settings)
-    if isinstance(error, requests.exceptions.SSLError):
-        return _tls_error(request, settings, error)
-    if isinstance(error, requests.exceptions.ConnectTimeout):
-        return _transport_error(
-            NoxusTimeoutError,
-            request,
-            settings,
-            f"No connection within {CONNECT_TIMEOUT_S:g} s",
-            reached_server=False,
-        )
-    if isinstance(error, requests.exceptions.ReadTimeout) or any(
-        isinstance(c, (urllib3.exceptions.ReadTimeoutError, TimeoutError)) for c in _causes(error)
-    ):
-        return _transport_error(
-            NoxusTimeoutError,
-            request,
-            settings,
-            f"No answer within the {timeout:g} s read timeout",
-            reached_server=True,
-        )
-    refusal = _refusal_reason(error)
-    if refusal or any(isinstance(c, urllib3.exceptions.NewConnectionError) for c in _causes(error)):
-        return _transport_error(
-            NoxusTransportError,
-            request,
-            settings,
-            f"Could not connect: {refusal or 'connection failed'}",
-            reached_server=False,
-        )
-    return _transport_error(
-        NoxusTransportError,
-        request,
-        settings,
-        f"The connection failed before a full answer ({type(error).__name__})",
-        reached_server=True,
-    )
+    return transport_error(_requests_failure(error), request, settings, error)
 
 
 #: aiohttp >= 3.10 tells connect timeouts apart; before, both are ServerTimeoutError.
@@ -264,44 +251,23 @@ _AIOHTTP_CONNECT_TIMEOUT: tuple[type[BaseException], ...] = tuple(
 )
 
 
+def _aiohttp_failure(error: BaseException) -> FailureKind:
+    if isinstance(error, (aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch)):
+        return "tls"
+    if isinstance(error, _AIOHTTP_CONNECT_TIMEOUT):
+        return "connect_timeout"
+    if isinstance(error, (asyncio.TimeoutError, TimeoutError)):
+        return "read_timeout"
+    if isinstance(error, aiohttp.ClientConnectorError):
+        return "connect"
+    return "broken"
+
+
 def map_aiohttp_error(
     request: protocol.ApiRequest, settings: NoxusConnectionSettings, error: BaseException
 ) -> NoxusTransportError:
     """The :class:`NoxusTransportError` for an ``aiohttp`` failure (or a timeout)."""
-    timeout = read_timeout(request, settings)
-    if isinstance(error, (aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch)):
-        return _tls_error(request, settings, error)
-    if isinstance(error, _AIOHTTP_CONNECT_TIMEOUT):
-        return _transport_error(
-            NoxusTimeoutError,
-            request,
-            settings,
-            f"No connection within {CONNECT_TIMEOUT_S:g} s",
-            reached_server=False,
-        )
-    if isinstance(error, (asyncio.TimeoutError, TimeoutError)):
-        return _transport_error(
-            NoxusTimeoutError,
-            request,
-            settings,
-            f"No answer within the {timeout:g} s read timeout",
-            reached_server=True,
-        )
-    if isinstance(error, aiohttp.ClientConnectorError):
-        return _transport_error(
-            NoxusTransportError,
-            request,
-            settings,
-            f"Could not connect: {_refusal_reason(error) or 'connection failed'}",
-            reached_server=False,
-        )
-    return _transport_error(
-        NoxusTransportError,
-        request,
-        settings,
-        f"The connection failed before a full answer ({type(error).__name__})",
-        reached_server=True,
-    )
+    return transport_error(_aiohttp_failure(error), request, settings, error)
 
 
 # --------------------------------------------------------------------------------------------
