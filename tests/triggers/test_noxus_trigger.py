@@ -1,0 +1,292 @@
+"""NoxusRunTrigger against the emulator over HTTP: every outcome, each strategy, faults, kill, cleanup."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import logging
+import time
+from typing import Any
+
+import pytest
+from support.noxus_tasks import first_event, use_fast_connection
+
+from airflow_provider_noxus.hooks._transport import SHARED_SESSIONS
+from airflow_provider_noxus.hooks.noxus import NoxusHook
+from airflow_provider_noxus.triggers import noxus as trigger_module
+from airflow_provider_noxus.triggers.noxus import NoxusRunTrigger, StreamingTriggers
+
+STRATEGIES = ["stream", "poll", "auto"]
+
+
+@pytest.fixture
+def emu(noxus_emulator: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    use_fast_connection(monkeypatch, noxus_emulator)
+    return noxus_emulator
+
+
+def start_run(emu: Any, workflow: str, inputs: dict[str, Any]) -> tuple[str, str]:
+    workflow_id = emu.control.workflow_id(workflow)
+    run = NoxusHook().create_run(workflow_id, inputs)
+    return workflow_id, run["id"]
+
+
+def make_trigger(workflow_id: str, run_id: str, **kwargs: Any) -> NoxusRunTrigger:
+    kwargs.setdefault("poll_interval", 0.05)
+    return NoxusRunTrigger(noxus_conn_id="noxus_default", workflow_id=workflow_id, run_id=run_id, **kwargs)
+
+
+def requests_to(emu: Any, endpoint: str) -> int:
+    return sum(emu.control.counters()["requests"].get(endpoint, {}).values())
+
+
+# ---- serialization --------------------------------------------------------------------------
+
+
+def test_serialize_round_trips_with_plain_values_and_no_secret(emu: Any) -> None:
+    trigger = make_trigger(
+        "wf-1", "run-1", deadline=1234.5, wait_strategy="poll", last_event_id="1-0", on_human_feedback="fail"
+    )
+    classpath, kwargs = trigger.serialize()
+    module_name, class_name = classpath.rsplit(".", 1)
+    rebuilt = getattr(importlib.import_module(module_name), class_name)(**kwargs)
+    assert rebuilt.serialize() == (classpath, kwargs)
+    assert json.loads(json.dumps(kwargs)) == kwargs
+    assert set(kwargs) == {
+        "noxus_conn_id", "workflow_id", "run_id", "deadline", "poll_interval", "wait_strategy",
+        "last_event_id", "on_human_feedback", "cancel_on_kill",
+    }  # fmt: skip
+    assert emu.api_key not in repr(trigger)
+    assert emu.api_key not in json.dumps(kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"wait_strategy": "websocket"}, "wait_strategy"),
+        ({"on_human_feedback": "ignore"}, "on_human_feedback"),
+        ({"poll_interval": 0}, "poll_interval"),
+    ],
+)
+def test_bad_options_are_refused(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        make_trigger("wf", "run", **kwargs)
+
+
+# ---- outcomes, per strategy -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+async def test_completed_run_gives_success(emu: Any, strategy: str) -> None:
+    workflow_id, run_id = start_run(emu, "echo", {"text": "hello"})
+    event = await first_event(make_trigger(workflow_id, run_id, wait_strategy=strategy))
+    assert event["status"] == "success"
+    assert (event["run_id"], event["workflow_id"], event["run_status"]) == (run_id, workflow_id, "completed")
+    assert "output" not in event
+    used = {"stream": "run_events", "poll": "get_run_status", "auto": "run_events"}[strategy]
+    assert requests_to(emu, used) >= 1
+    assert StreamingTriggers.active == 0
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+async def test_failed_run_gives_failed(emu: Any, strategy: str) -> None:
+    workflow_id, run_id = start_run(emu, "fail", {"message": "model exploded"})
+    event = await first_event(make_trigger(workflow_id, run_id, wait_strategy=strategy))
+    assert (event["status"], event["run_status"]) == ("failed", "failed")
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+async def test_stopped_run_gives_stopped(emu: Any, strategy: str) -> None:
+    workflow_id, run_id = start_run(emu, "slow", {"seconds": 30})
+    waiting = asyncio.create_task(first_event(make_trigger(workflow_id, run_id, wait_strategy=strategy)))
+    await asyncio.sleep(0.3)
+    await asyncio.to_thread(NoxusHook().stop_run, run_id)
+    event = await waiting
+    assert (event["status"], event["run_status"]) == ("stopped", "stopped")
+
+
+@pytest.mark.parametrize("strategy", ["stream", "poll"])
+async def test_awaiting_feedback_then_completed(emu: Any, strategy: str) -> None:
+    workflow_id, run_id = start_run(emu, "human_review", {"text": "ok?", "feedback_delay": 0.5})
+    event = await first_event(make_trigger(workflow_id, run_id, wait_strategy=strategy))
+    assert event["status"] == "success"
+
+
+@pytest.mark.parametrize("strategy", ["stream", "poll"])
+async def test_awaiting_feedback_with_fail(emu: Any, strategy: str) -> None:
+    workflow_id, run_id = start_run(emu, "human_review", {"text": "ok?", "feedback_delay": 30})
+    trigger = make_trigger(workflow_id, run_id, wait_strategy=strategy, on_human_feedback="fail")
+    event = await first_event(trigger)
+    assert (event["status"], event["run_status"]) == ("failed", "awaiting_human_feedback")
+    assert "on_human_feedback='fail'" in event["message"]
+
+
+@pytest.mark.parametrize("strategy", ["stream", "poll"])
+async def test_deadline_gives_timeout_event(emu: Any, strategy: str) -> None:
+    workflow_id, run_id = start_run(emu, "slow", {"seconds": 30})
+    trigger = make_trigger(workflow_id, run_id, wait_strategy=strategy, deadline=time.time() + 0.5)
+    event = await first_event(trigger)
+    assert event["status"] == "timeout"
+    assert run_id in event["message"] and workflow_id in event["message"]
+    assert emu.control.counters()["stops_total"] == 0  # the operator stops it, not the trigger
+
+
+# ---- faults ---------------------------------------------------------------------------------
+
+
+async def test_dropped_stream_resumes_after_last_event(emu: Any) -> None:
+    # Every connection drops after 2 frames: only a client that resumes after its last event id
+    # gets further each time; one that starts over never progresses and ends up polling.
+    emu.control.add_fault("run_events", "drop_stream", after_frames=2, count=-1)
+    workflow_id, run_id = start_run(emu, "echo", {"text": "hi"})
+    trigger = make_trigger(workflow_id, run_id, wait_strategy="stream")
+    event = await first_event(trigger)
+    assert event["status"] == "success"
+    assert event["last_event_id"]
+    assert requests_to(emu, "run_events") >= 2
+    assert requests_to(emu, "get_run_status") == 0
+
+
+async def test_stream_failures_fall_back_to_polling(emu: Any) -> None:
+    emu.control.add_fault("run_events", "status", status=500, count=-1)
+    workflow_id, run_id = start_run(emu, "echo", {"text": "hi"})
+    event = await first_event(make_trigger(workflow_id, run_id, wait_strategy="stream"))
+    assert event["status"] == "success"
+    assert requests_to(emu, "get_run_status") >= 1
+    assert StreamingTriggers.active == 0
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"kind": "status", "status": 503, "count": 4},
+        {"kind": "status", "status": 429, "count": 3, "retry_after": 0.1},
+        {"kind": "reset", "count": 3},
+        {"kind": "malformed", "count": 3},
+    ],
+)
+async def test_transient_errors_never_end_the_wait(emu: Any, fault: dict[str, Any]) -> None:
+    emu.control.add_fault("get_run_status", **fault)
+    workflow_id, run_id = start_run(emu, "echo", {"text": "hi"})
+    event = await first_event(make_trigger(workflow_id, run_id, wait_strategy="poll"))
+    assert event["status"] == "success"
+
+
+async def test_unknown_run_gives_error_event(emu: Any) -> None:
+    workflow_id = emu.control.workflow_id("echo")
+    event = await first_event(make_trigger(workflow_id, "00000000-0000-0000-0000-000000000000"))
+    assert event["status"] == "error"
+    assert "00000000-0000-0000-0000-000000000000" in event["message"]
+
+
+@pytest.mark.parametrize("strategy", ["stream", "poll"])
+async def test_refused_key_gives_error_event_without_the_key(
+    emu: Any, monkeypatch: pytest.MonkeyPatch, strategy: str
+) -> None:
+    workflow_id, run_id = start_run(emu, "slow", {"seconds": 5})
+    use_fast_connection(monkeypatch, emu, password="wrong-key-123")
+    event = await first_event(make_trigger(workflow_id, run_id, wait_strategy=strategy))
+    assert event["status"] == "error"
+    assert "401" in event["message"] or "403" in event["message"]
+    assert "wrong-key-123" not in event["message"]
+
+
+async def test_missing_connection_gives_error_event(emu: Any) -> None:
+    trigger = NoxusRunTrigger(
+        noxus_conn_id="no_such_noxus", workflow_id="wf", run_id="run", poll_interval=0.1
+    )
+    event = await first_event(trigger)
+    assert event["status"] == "error"
+    assert "no_such_noxus" in event["message"]
+
+
+# ---- strategy choice and progress logs ------------------------------------------------------
+
+
+async def test_auto_polls_when_too_many_triggers_stream(emu: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(trigger_module, "AUTO_STREAM_MAX_CONCURRENT", 0)
+    workflow_id, run_id = start_run(emu, "echo", {"text": "hi"})
+    event = await first_event(make_trigger(workflow_id, run_id, wait_strategy="auto"))
+    assert event["status"] == "success"
+    assert requests_to(emu, "run_events") == 0
+    assert requests_to(emu, "get_run_status") >= 1
+
+
+async def test_streaming_counter_counts_live_streams(emu: Any) -> None:
+    runs = [start_run(emu, "slow", {"seconds": 30}) for _ in range(3)]
+    tasks = [asyncio.create_task(first_event(make_trigger(w, r, wait_strategy="auto"))) for w, r in runs]
+    await asyncio.sleep(0.3)
+    assert StreamingTriggers.active == 3
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    assert StreamingTriggers.active == 0
+
+
+def logged(caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> str:
+    """What was logged: Airflow 3 logs through structlog to stdout, Airflow 2 through logging."""
+    return caplog.text + capsys.readouterr().out
+
+
+async def test_progress_is_logged_per_node_not_per_token(
+    emu: Any, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    workflow_id, run_id = start_run(emu, "summarize", {"document": "Many words to stream back. " * 20})
+    with caplog.at_level(logging.INFO):
+        event = await first_event(make_trigger(workflow_id, run_id, wait_strategy="stream"))
+    assert event["status"] == "success"
+    lines = [line for line in logged(caplog, capsys).splitlines() if f"Noxus run {run_id}" in line]
+    content_frames = [e for e in NoxusHook().iter_run_events(run_id) if e.type == "content"]
+    assert any("started" in line for line in lines) and any("finished" in line for line in lines)
+    assert any("completed (progress 100%)" in line for line in lines)
+    assert len(content_frames) > 10 > len(lines)
+
+
+# ---- kill and cleanup -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("cancel_on_kill", "stops"), [(True, 1), (False, 0)])
+async def test_on_kill_stops_the_run(emu: Any, cancel_on_kill: bool, stops: int) -> None:
+    workflow_id, run_id = start_run(emu, "slow", {"seconds": 30})
+    await make_trigger(workflow_id, run_id, cancel_on_kill=cancel_on_kill).on_kill()
+    assert emu.control.counters()["stops"].get(run_id, 0) == stops
+
+
+async def test_on_kill_logs_errors_and_returns(
+    emu: Any, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    emu.control.add_fault("stop_run", "status", status=503, count=-1)
+    with caplog.at_level(logging.WARNING):
+        await make_trigger(emu.control.workflow_id("echo"), "some-run").on_kill()
+    assert "Could not stop Noxus run some-run" in logged(caplog, capsys)
+
+
+async def wait_until(condition: Any, limit: float = 5.0) -> bool:
+    """Poll ``condition`` (the server sees a closed socket a moment after the client closes it)."""
+    end = time.monotonic() + limit
+    while not condition():
+        if time.monotonic() > end:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
+@pytest.mark.parametrize("ending", ["success", "error", "cancel"])
+async def test_client_is_closed_on_every_exit(emu: Any, ending: str) -> None:
+    if ending == "success":
+        workflow_id, run_id = start_run(emu, "echo", {"text": "hi"})
+    else:
+        workflow_id, run_id = start_run(emu, "slow", {"seconds": 30})
+    if ending == "error":
+        emu.control.add_fault("run_events", "status", status=404, count=-1)
+    task = asyncio.create_task(first_event(make_trigger(workflow_id, run_id, wait_strategy="stream")))
+    if ending == "cancel":
+        assert await wait_until(lambda: emu.control.counters()["open_streams"] == 1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    else:
+        assert (await task)["status"] == ending
+    assert SHARED_SESSIONS.sessions() == {}
+    assert await wait_until(lambda: emu.control.counters()["open_streams"] == 0)
