@@ -409,11 +409,16 @@ class SharedSessions:
             keepalive_timeout=KEEPALIVE_S,
             ssl=default_ssl_context() if verify_ssl else False,
         )
-        return aiohttp.ClientSession(
+        session = aiohttp.ClientSession(
             connector=connector,
             headers={"User-Agent": protocol.USER_AGENT, "Accept": "application/json"},
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S),
         )
+        # aiohttp >= 3.10 silently resends an idempotent request once after a reset; our retry
+        # policy is the only one, as on the sync path (same attempts, waits and budget).
+        if hasattr(session, "_retry_connection"):
+            session._retry_connection = False
+        return session
 
     def sessions(self) -> dict[tuple[str, bool], aiohttp.ClientSession]:
         """The open shared sessions of the running loop, by (base URL, TLS setting)."""

@@ -101,8 +101,14 @@ def call_mode(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def api(call_mode: str, hook: NoxusHook) -> ApiCaller:
-    return ApiCaller(call_mode, hook)
+def api_for(call_mode: str) -> Callable[[NoxusHook], ApiCaller]:
+    """``api_for(hook)``: a caller of that hook's methods, sync or async (the test runs twice)."""
+    return lambda hook: ApiCaller(call_mode, hook)
+
+
+@pytest.fixture
+def api(api_for: Callable[[NoxusHook], ApiCaller], hook: NoxusHook) -> ApiCaller:
+    return api_for(hook)
 
 
 @pytest.fixture
