@@ -24,8 +24,11 @@ from airflow_provider_noxus.protocol import MAX_FILE_BYTES
 if TYPE_CHECKING:
     from airflow_provider_noxus.hooks.noxus import NoxusHook
 
-#: Files up to this size are sent inline as a ``data:`` URI; larger ones are uploaded first.
-MAX_INLINE_FILE_BYTES = MAX_FILE_BYTES
+#: Files up to this size are sent inline as a ``data:`` URI inside the run creation request; larger
+#: ones (up to the server's 25 MB cap, :data:`MAX_FILE_BYTES`) are uploaded first and sent as
+#: ``spot://``. Inline data grows by a third in base64 and rides in a request that is never retried
+#: when it may have created a run, so it is kept small.
+MAX_INLINE_FILE_BYTES = 5 * 1024 * 1024
 #: Set to ``1`` to allow private, loopback and link-local file URLs (tests against a local server).
 ALLOW_PRIVATE_URLS_ENV = "NOXUS_ALLOW_PRIVATE_FILE_URLS"
 #: Host names of cloud metadata services, refused whatever they resolve to.
@@ -197,6 +200,12 @@ def file_to_input(
         size, upload_source = len(file.source), file.source
     else:
         size, upload_source = _read_path(file.source, input_name=input_name)
+    if size > MAX_FILE_BYTES:
+        raise NoxusFileInputError(
+            f"File input {input_name!r}: {name!r} is {size} bytes, over the Noxus server's "
+            f"{MAX_FILE_BYTES // (1024 * 1024)} MB upload cap. Send a smaller file, or a public URL the "
+            "server can download."
+        )
     if size <= MAX_INLINE_FILE_BYTES:
         content = upload_source if isinstance(upload_source, bytes) else upload_source.read_bytes()
         return {"uri": _data_uri(content, content_type), "name": name}
@@ -204,8 +213,8 @@ def file_to_input(
         uploaded = hook.upload_file(upload_source, filename=name, content_type=content_type)
     except NoxusPayloadTooLargeError as error:
         raise NoxusFileInputError(
-            f"File input {input_name!r}: {name!r} is {size} bytes, over the Noxus server's upload cap. "
-            "Send a smaller file or a public URL the server can download."
+            f"File input {input_name!r}: {name!r} ({size} bytes) was refused by the Noxus server as too "
+            "large. Send a smaller file, or a public URL the server can download."
         ) from error
     return {"uri": str(uploaded["uri"]), "name": name}
 

@@ -1,0 +1,204 @@
+"""File inputs: every shape reaches the emulator's ``file_info`` workflow; bad inputs fail early."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.noxus_tasks import make_context, run_task, use_fast_connection
+
+from airflow_provider_noxus import files
+from airflow_provider_noxus._compat import AIRFLOW_V_3_0_PLUS
+from airflow_provider_noxus.exceptions import NoxusFileInputError
+from airflow_provider_noxus.files import NoxusFile, check_public_url, resolve_file_inputs
+from airflow_provider_noxus.hooks.noxus import NoxusHook
+from airflow_provider_noxus.operators.noxus import NoxusRunOperator
+
+CONTENT = b"%PDF-1.4 a small document\n" * 10
+DIGEST = hashlib.sha256(CONTENT).hexdigest()
+
+
+@pytest.fixture
+def emu(noxus_emulator: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    use_fast_connection(monkeypatch, noxus_emulator)
+    return noxus_emulator
+
+
+@pytest.fixture
+def file_server(tmp_path: Path) -> Iterator[str]:
+    """A loopback HTTP server for ``report.pdf`` (stopped after the test)."""
+    (tmp_path / "report.pdf").write_bytes(CONTENT)
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, directory=str(tmp_path), **kwargs)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/report.pdf"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def run_file_info(emu: Any, document: NoxusFile, **kwargs: Any) -> dict[str, Any]:
+    task = NoxusRunOperator(
+        task_id="file_info",
+        workflow_id=emu.control.workflow_id("file_info"),
+        inputs={"document": document},
+        poll_interval=0.05,
+        **kwargs,
+    )
+    return run_task(task, make_context())
+
+
+def test_local_path_is_sent_inline(emu: Any, tmp_path: Path) -> None:
+    path = tmp_path / "report.pdf"
+    path.write_bytes(CONTENT)
+    info = run_file_info(emu, NoxusFile.from_path(path))
+    assert (info["source"], info["name"], info["sha256"]) == ("data_uri", "report.pdf", DIGEST)
+    assert info["content_type"] == "application/pdf"
+
+
+def test_bytes_are_sent_inline_under_their_name(emu: Any) -> None:
+    info = run_file_info(emu, NoxusFile.from_bytes(CONTENT, name="notes.txt"))
+    assert (info["source"], info["name"], info["sha256"]) == ("data_uri", "notes.txt", DIGEST)
+
+
+def test_large_file_is_uploaded_and_sent_as_spot(
+    emu: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(files, "MAX_INLINE_FILE_BYTES", 100)
+    path = tmp_path / "big.pdf"
+    path.write_bytes(CONTENT)
+    info = run_file_info(emu, NoxusFile.from_path(path))
+    assert (info["source"], info["sha256"]) == ("spot", DIGEST)
+    assert emu.control.counters()["requests"]["upload_file"] == {"200": 1}
+
+
+def test_spot_id_is_passed_through(emu: Any) -> None:
+    uploaded = NoxusHook().upload_file(CONTENT, filename="kept.pdf")
+    info = run_file_info(emu, NoxusFile.from_spot(uploaded["uri"]))
+    assert (info["source"], info["sha256"]) == ("spot", DIGEST)
+    bare = NoxusFile.from_spot(uploaded["id"], name="kept.pdf")
+    assert run_file_info(emu, bare)["sha256"] == DIGEST
+
+
+def test_url_is_downloaded_by_the_server(emu: Any, file_server: str) -> None:
+    info = run_file_info(emu, NoxusFile.from_url(file_server), allow_private_file_urls=True)
+    assert (info["source"], info["name"], info["sha256"]) == ("url", "report.pdf", DIGEST)
+
+
+def test_private_url_is_refused_at_task_start_naming_the_input(emu: Any, file_server: str) -> None:
+    with pytest.raises(NoxusFileInputError, match=r"'document'.*127\.0\.0\.1"):
+        run_file_info(emu, NoxusFile.from_url(file_server))
+    assert emu.control.counters()["runs_created_total"] == 0
+
+
+def test_env_var_allows_private_urls(emu: Any, file_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(files.ALLOW_PRIVATE_URLS_ENV, "1")
+    assert run_file_info(emu, NoxusFile.from_url(file_server))["source"] == "url"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://localhost/x.pdf",
+        "http://10.1.2.3/x.pdf",
+        "http://192.168.0.1/x.pdf",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://metadata.google.internal/computeMetadata/v1/",
+        "http://[::1]/x.pdf",
+        "http://[fe80::1]/x.pdf",
+        "file:///etc/passwd",
+    ],
+)
+def test_non_public_urls_are_refused(url: str) -> None:
+    with pytest.raises(NoxusFileInputError, match="'doc'"):
+        check_public_url(url, input_name="doc")
+
+
+def test_public_address_is_accepted() -> None:
+    check_public_url("https://93.184.215.14/report.pdf", input_name="doc")
+
+
+def test_missing_file_is_refused_at_task_start_naming_the_input(emu: Any, tmp_path: Path) -> None:
+    with pytest.raises(NoxusFileInputError, match=r"'document'.*missing\.pdf"):
+        run_file_info(emu, NoxusFile.from_path(tmp_path / "missing.pdf"))
+    assert emu.control.counters()["runs_created_total"] == 0
+
+
+def test_file_over_the_server_cap_names_the_input(emu: Any, tmp_path: Path) -> None:
+    path = tmp_path / "huge.bin"
+    with path.open("wb") as handle:
+        handle.truncate(26 * 1024 * 1024)
+    with pytest.raises(NoxusFileInputError, match=r"'document'.*huge\.bin.*upload cap"):
+        run_file_info(emu, NoxusFile.from_path(path))
+    assert emu.control.counters()["requests"].get("upload_file") is None
+
+
+def test_nested_files_are_resolved_with_their_place_in_errors(tmp_path: Path) -> None:
+    inputs = {
+        "docs": [NoxusFile.from_bytes(b"a", name="a.txt"), {"inner": NoxusFile.from_path(tmp_path / "no")}]
+    }
+    with pytest.raises(NoxusFileInputError, match=r"docs\[1\]\.inner"):
+        resolve_file_inputs(inputs, hook=NoxusHook())
+    resolved = resolve_file_inputs({"docs": [inputs["docs"][0]], "n": 1}, hook=NoxusHook())
+    assert resolved == {"docs": [{"uri": "data:text/plain;base64,YQ==", "name": "a.txt"}], "n": 1}
+
+
+@pytest.mark.parametrize(
+    ("build", "error"),
+    [
+        (lambda: NoxusFile.from_url("ftp://example.org/a.pdf"), ValueError),
+        (lambda: NoxusFile.from_bytes("text", name="a.txt"), TypeError),
+        (lambda: NoxusFile.from_spot(""), ValueError),
+    ],
+)
+def test_bad_file_values_fail_at_parse(build: Any, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        build()
+
+
+def test_path_is_templated_and_only_checked_at_task_start() -> None:
+    task = NoxusRunOperator(
+        task_id="t", workflow_id="wf", inputs={"document": NoxusFile.from_path("/data/{{ ds }}.pdf")}
+    )
+    task.render_template_fields({"ds": "2026-11-28"})  # type: ignore[arg-type]
+    assert task.inputs["document"] == NoxusFile.from_path("/data/2026-11-28.pdf")
+
+
+def test_dag_with_file_inputs_serializes() -> None:
+    if AIRFLOW_V_3_0_PLUS:
+        from airflow.sdk import DAG
+        from airflow.serialization.serialized_objects import DagSerialization as Serializer
+    else:
+        from airflow.models.dag import DAG  # type: ignore[assignment]
+        from airflow.serialization.serialized_objects import SerializedDAG as Serializer  # type: ignore[no-redef]
+
+    with DAG(dag_id="noxus_files", schedule=None) as dag:
+        NoxusRunOperator(
+            task_id="t",
+            workflow_id="wf",
+            inputs={
+                "document": NoxusFile.from_path("/data/report.pdf"),
+                "blob": NoxusFile.from_bytes(b"x" * 5000, name="blob.bin"),
+                "urls": [NoxusFile.from_url("https://example.org/a.pdf")],
+            },
+        )
+    data = Serializer.to_dict(dag)
+    task = Serializer.from_dict(data).get_task("t")
+    text = str(data)
+    assert "/data/report.pdf" in text and "<5000 bytes>" in text and "https://example.org/a.pdf" in text
+    assert "x" * 100 not in text
+    assert task.task_id == "t"
