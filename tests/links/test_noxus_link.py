@@ -1,0 +1,39 @@
+"""NoxusRunLink: the "Noxus run" button reads the run_url XCom and no connection."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from airflow_provider_noxus.links import noxus as link_module
+from airflow_provider_noxus.links.noxus import NoxusRunLink
+from airflow_provider_noxus.operators.noxus import NoxusRunOperator
+from airflow_provider_noxus.sensors.noxus import NoxusRunSensor
+
+
+def test_link_is_named_and_attached_to_operator_and_sensor() -> None:
+    assert NoxusRunLink().name == "Noxus run"
+    assert any(isinstance(link, NoxusRunLink) for link in NoxusRunOperator.operator_extra_links)
+    assert any(isinstance(link, NoxusRunLink) for link in NoxusRunSensor.operator_extra_links)
+
+
+@pytest.mark.parametrize(
+    ("stored", "expected"), [("https://app.noxus.ai/workflows/w/runs/r", None), (None, "")]
+)
+def test_link_comes_from_the_run_url_xcom(
+    monkeypatch: pytest.MonkeyPatch, stored: str | None, expected: str | None
+) -> None:
+    # XCom reads need Airflow's metadata DB or supervisor; the real read runs in the dags tests.
+    asked: list[dict[str, Any]] = []
+
+    def get_value(**kwargs: Any) -> str | None:
+        asked.append(kwargs)
+        return stored
+
+    monkeypatch.setattr(link_module.XCom, "get_value", staticmethod(get_value))
+    monkeypatch.delenv("AIRFLOW_CONN_NOXUS_DEFAULT", raising=False)  # no connection is needed
+    operator = NoxusRunOperator(task_id="t", workflow_id="w")
+    link = NoxusRunLink().get_link(operator, ti_key="key")
+    assert link == (stored if expected is None else expected)
+    assert asked == [{"ti_key": "key", "key": "run_url"}]
