@@ -199,8 +199,12 @@ def transport_error(
     }
     where = f"(Noxus API at {settings.base_url})"
     if kind == "tls":
-        verify = [c for c in _causes(error) if isinstance(c, ssl.SSLCertVerificationError)]
-        reason = str(verify[0].verify_message or verify[0]) if verify else "handshake failed"
+        messages = [getattr(c, "verify_message", None) for c in _causes(error)]
+        reason = (
+            "certificate verify failed: " + next(m for m in messages if m)
+            if any(messages)
+            else "handshake failed"
+        )
         return NoxusTLSError(
             f"TLS failure: {reason} {where}. If this self-hosted Noxus uses a private certificate, trust "
             "its CA or set verify_ssl to false in the connection's extras.",
@@ -287,7 +291,6 @@ class SyncTransport:
         self._sleep = sleep
         self._session = requests.Session()
         self._session.headers.update(protocol.default_headers(settings.api_key))
-        self._session.verify = settings.verify_ssl
 
     def close(self) -> None:
         self._session.close()
@@ -306,6 +309,8 @@ class SyncTransport:
                 json=request.json_body,
                 files=files,
                 timeout=(min(CONNECT_TIMEOUT_S, timeout), timeout),
+                # Per request: a session-level verify=False loses to REQUESTS_CA_BUNDLE in requests.
+                verify=self.settings.verify_ssl,
                 stream=True,
             )
         except requests.RequestException as error:

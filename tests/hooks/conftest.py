@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import http.server
+import ipaddress
 import json
+import ssl
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -120,3 +124,86 @@ def answered(noxus_emulator: Any) -> Callable[[str], dict[str, int]]:
         return by_status
 
     return counts
+
+
+# ---- small stand-in servers, for what the emulator cannot do ------------------------------------
+
+
+class _EchoHandler(http.server.BaseHTTPRequestHandler):
+    """Answers ``GET /v1/admin/me`` with a key record that echoes the key, anything else with a 500
+    whose body echoes the request headers (as a misconfigured proxy might).
+    """
+
+    def _answer(self) -> None:
+        if self.path == "/v1/admin/me":
+            status, body = 200, {"id": "key-1", "name": "fake", "value": self.headers.get("X-API-Key")}
+        else:
+            status, body = 500, {"detail": f"upstream failed; request headers were {dict(self.headers)}"}
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet."""
+
+
+def _serve(context: ssl.SSLContext | None) -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EchoHandler)
+    if context is not None:
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, name="noxus-echo-server", daemon=True)
+    thread.start()
+    try:
+        yield f"{'https' if context else 'http'}://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.fixture
+def echo_server() -> Iterator[str]:
+    """Base URL of a plain-HTTP server that echoes request headers in its 500 bodies."""
+    yield from _serve(None)
+
+
+@pytest.fixture
+def self_signed_server(tmp_path: Any) -> Iterator[str]:
+    """Base URL of the echo server behind TLS with a self-signed certificate (no trusted CA)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    loopback = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(loopback, critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    yield from _serve(context)

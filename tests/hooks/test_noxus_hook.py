@@ -411,3 +411,17 @@ def test_test_connection_on_a_server_that_is_not_noxus(hook: NoxusHook, noxus_em
     ok, message = hook.test_connection()
     assert not ok
     assert "not with JSON" in message
+
+
+def test_test_connection_names_an_untrusted_certificate(make_hook: Any, self_signed_server: str) -> None:
+    ok, message = make_hook(host=self_signed_server).test_connection()
+    assert not ok
+    assert "TLS failure: certificate verify failed: self-signed certificate" in message
+    assert "verify_ssl" in message
+
+
+def test_verify_ssl_false_accepts_a_private_certificate(
+    api_for: Any, make_hook: Any, self_signed_server: str
+) -> None:
+    hook = make_hook(host=self_signed_server, verify_ssl=False)
+    assert api_for(hook)("get_me")["id"] == "key-1"
