@@ -248,11 +248,15 @@ class NoxusHook(BaseHook):
 
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
-        """Form fields of the extras, built from the provider info's ``conn-fields``."""
+        """Form fields of the extras, built from the provider info's ``conn-fields``.
+
+        Airflow 2 accepts only string, integer, boolean and password fields: a ``number`` is a
+        string field checked as a number (the hook reads numbers from strings).
+        """
         from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
         from flask_babel import lazy_gettext
-        from wtforms import BooleanField, FloatField, IntegerField, StringField
-        from wtforms.validators import NumberRange, Optional
+        from wtforms import BooleanField, IntegerField, StringField
+        from wtforms.validators import NumberRange, Optional, Regexp
 
         widgets: dict[str, Any] = {}
         for name, spec in cls._connection_type_info()["conn-fields"].items():
@@ -263,16 +267,19 @@ class NoxusHook(BaseHook):
             if "boolean" in types:
                 widgets[name] = BooleanField(label, default=schema.get("default"), description=description)
                 continue
-            field_class = (
-                IntegerField if "integer" in types else FloatField if "number" in types else StringField
-            )
             validators: list[Any] = [Optional()]
-            if field_class is not StringField:
+            if "integer" in types:
+                field_class: Any = IntegerField
                 validators.append(NumberRange(min=schema.get("minimum"), max=schema.get("maximum")))
+            else:
+                field_class = StringField
+                if "number" in types:
+                    validators.append(Regexp(r"^\s*\d+(\.\d+)?\s*$", message="Enter a number of seconds."))
+            default = schema.get("default")
             widgets[name] = field_class(
                 label,
                 widget=BS3TextFieldWidget(),
-                default=schema.get("default"),
+                default=str(default) if default is not None and field_class is StringField else default,
                 description=description,
                 validators=validators,
             )
