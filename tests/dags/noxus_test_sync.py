@@ -1,0 +1,16 @@
+"""The sync endpoint: one blocking call, no deferral."""
+
+from __future__ import annotations
+
+from _noxus_test_common import DAG, ECHO_WORKFLOW_ID, FAST, START_DATE
+
+from airflow_provider_noxus.operators.noxus import NoxusRunOperator
+
+with DAG(dag_id="noxus_test_sync", schedule=None, start_date=START_DATE, catchup=False):
+    NoxusRunOperator(
+        task_id="sync",
+        workflow_id=ECHO_WORKFLOW_ID,
+        inputs={"text": "at once"},
+        use_sync_endpoint=True,
+        **FAST,
+    )
