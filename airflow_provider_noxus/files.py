@@ -153,7 +153,7 @@ def check_public_url(url: str, *, input_name: str) -> None:
     except (socket.gaierror, UnicodeError):
         return
     for address in addresses:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        ip = ipaddress.ip_address(str(address).split("%", 1)[0])
         if not ip.is_global or ip.is_multicast:
             raise NoxusFileInputError(
                 f"File input {input_name!r}: host {host!r} resolves to the non-public address {ip}; the "

@@ -18,7 +18,7 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow_provider_noxus._compat import AIRFLOW_V_3_3_PLUS, BaseOperator
 from airflow_provider_noxus.exceptions import (
@@ -30,7 +30,7 @@ from airflow_provider_noxus.exceptions import (
     shorten,
 )
 from airflow_provider_noxus.files import resolve_file_inputs
-from airflow_provider_noxus.hooks.noxus import NoxusHook
+from airflow_provider_noxus.hooks.noxus import NoxusHook, WaitStrategy
 from airflow_provider_noxus.links.noxus import XCOM_RUN_ID_KEY, XCOM_RUN_URL_KEY, NoxusRunLink
 from airflow_provider_noxus.protocol import (
     FAILURE_STATUSES,
@@ -96,7 +96,7 @@ class NoxusRunWaitMixin:
         wait_strategy: str
         on_human_feedback: str
         max_output_bytes: int
-        timeout: float | timedelta | None
+        timeout: Any  # seconds, a timedelta or None (sensors: seconds)
         execution_timeout: timedelta | None
         cancel_on_kill: bool
         log: Any
@@ -158,7 +158,7 @@ class NoxusRunWaitMixin:
             final = self.hook.wait_for_run(
                 self.workflow_id,
                 run_id,
-                strategy=self.wait_strategy,
+                strategy=cast("WaitStrategy", self.wait_strategy),
                 poll_interval=self.poll_interval,
                 timeout=timeout,
                 on_event=RunProgressLogger(self.log, run_id).on_event,

@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
 from contextlib import aclosing
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from airflow.exceptions import AirflowNotFoundException
 
@@ -377,7 +377,8 @@ class NoxusRunTrigger(BaseTrigger):
 
     async def _follow_stream(self, client: NoxusAsyncClient) -> dict[str, Any] | None:
         """Follow one event-stream connection: the final event, or None if it closed before one."""
-        async with aclosing(client.a_iter_run_events(self.run_id, etag=self.last_event_id)) as events:
+        events_of_run = client.a_iter_run_events(self.run_id, etag=self.last_event_id)
+        async with aclosing(cast("AsyncGenerator[RunEvent, None]", events_of_run)) as events:
             async for event in events:
                 if event.redis_id:
                     self.last_event_id = event.redis_id
