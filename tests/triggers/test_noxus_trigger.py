@@ -291,3 +291,17 @@ async def test_client_is_closed_on_every_exit(emu: Any, ending: str) -> None:
         assert (await task)["status"] == ending
     assert SHARED_SESSIONS.sessions() == {}
     assert await wait_until(lambda: emu.control.counters()["open_streams"] == 0)
+
+
+def test_unknown_status_is_still_running_with_one_warning(
+    caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The emulator only speaks known statuses: the judgement is checked on its own.
+    trigger = make_trigger("wf", "run-x")
+    with caplog.at_level(logging.WARNING):
+        assert trigger._judge("paused_for_maintenance") is None
+        assert trigger._judge("paused_for_maintenance") is None
+    warning = "unknown status 'paused_for_maintenance'"
+    # Airflow 2 writes each record to logging and to stdout: count in each place, not in both.
+    assert max(caplog.text.count(warning), capsys.readouterr().out.count(warning)) == 1
+    assert trigger._judge("completed")["status"] == "success"  # type: ignore[index]
