@@ -65,6 +65,9 @@ NODE_CATALOGUE = [
     {"type": "OutputNode", "title": "Output", "category": "io", "inputs": ["value"], "outputs": []},
 ]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Typed request-storage keys where aiohttp has them (3.12+), plain strings before.
+WORKSPACE_KEY: Any = web.RequestKey("workspace", object) if hasattr(web, "RequestKey") else "workspace"
+FAULT_KEY: Any = web.RequestKey("fault", object) if hasattr(web, "RequestKey") else "fault"
 
 
 @dataclass
@@ -298,7 +301,7 @@ class Emulator:
         workspace = self.workspaces.get(request.headers.get("X-API-Key", ""))
         if workspace is None:
             raise ApiError(401, "Missing or invalid API key: send a valid key in the X-API-Key header")
-        request["workspace"] = workspace
+        request[WORKSPACE_KEY] = workspace
         return await handler(request)
 
     async def _apply_fault(self, request: web.Request, fault: Fault) -> web.StreamResponse | None:
@@ -320,7 +323,7 @@ class Emulator:
             self._reset_connection(request)
             raise InjectedReset
         else:
-            request["fault"] = fault
+            request[FAULT_KEY] = fault
         return None
 
     def _reset_connection(self, request: web.Request) -> None:
@@ -336,7 +339,7 @@ class Emulator:
 
     @staticmethod
     def _workspace(request: web.Request) -> Workspace:
-        workspace: Workspace = request["workspace"]
+        workspace: Workspace = request[WORKSPACE_KEY]
         return workspace
 
     def _workflow(self, workflow_id: str) -> Workflow:
@@ -374,7 +377,7 @@ class Emulator:
         output_only = query_bool(request, "output_only")
         use_output_ids = query_bool(request, "use_output_ids")
         run = await self._create(request)
-        fault: Fault | None = request.get("fault")
+        fault: Fault | None = request.get(FAULT_KEY)
         finished = False
         if fault is None:
             try:
@@ -546,7 +549,7 @@ class Emulator:
             msg = f"etag must be a redisId such as '1764324000123-0' (the last one received), got {etag!r}"
             raise invalid(["query", "etag"], msg, "value_error", etag)
         run = self._run(request)
-        fault: Fault | None = request.get("fault")
+        fault: Fault | None = request.get(FAULT_KEY)
         frames_allowed = fault.after_frames if fault is not None else None
         response = web.StreamResponse(
             headers={
@@ -560,7 +563,7 @@ class Emulator:
         try:
             await self._stream(response, run, run.log.index_after(after), frames_allowed)
         except (ConnectionError, asyncio.CancelledError):
-            pass
+            pass  # the client went away (aiohttp cancels the handler): the stream simply ends
         finally:
             self.open_streams -= 1
         return response

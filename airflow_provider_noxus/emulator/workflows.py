@@ -38,6 +38,7 @@ import itertools
 import json
 import re
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -353,7 +354,16 @@ def parse_workflows(raw: Any, source: str) -> list[Workflow]:
     items = raw.get("workflows") if isinstance(raw, dict) else raw
     if not isinstance(items, list):
         raise ValueError(f"{source}: expected a list of workflows or {{'workflows': [...]}}")
-    return [parse_workflow(item) for item in items]
+    workflows = [parse_workflow(item) for item in items]
+    _check_unique_names(workflows, source)
+    return workflows
+
+
+def _check_unique_names(workflows: Iterable[Workflow], source: str) -> None:
+    names = [workflow.name for workflow in workflows]
+    duplicated = sorted({name for name in names if names.count(name) > 1})
+    if duplicated:
+        raise ValueError(f"{source}: workflow names must be unique; duplicated: {duplicated}")
 
 
 def builtin_workflows() -> list[Workflow]:
@@ -372,8 +382,5 @@ def merge_workflows(base: list[Workflow], extra: list[Workflow]) -> dict[str, Wo
     merged = {w.id: w for w in base if w.name not in extra_names}
     for workflow in extra:
         merged[workflow.id] = workflow
-    names = [workflow.name for workflow in merged.values()]
-    duplicated = sorted({name for name in names if names.count(name) > 1})
-    if duplicated:
-        raise ValueError(f"Workflow names must be unique; duplicated: {duplicated}")
+    _check_unique_names(merged.values(), "workflows")
     return merged
