@@ -55,6 +55,18 @@ def mask_secret(value: Any) -> None:
     _mask(value)
 
 
+async def amask_secret(value: Any) -> None:
+    """:func:`mask_secret` for async code: on Airflow 3 the supervisor is told without blocking the loop."""
+    if not value:
+        return
+    try:
+        from airflow.sdk.log import amask_secret as _amask
+    except ImportError:  # Airflow 2.11 and 3.0: registering is local, nothing to wait for
+        mask_secret(value)
+        return
+    await _amask(value)
+
+
 __all__ = [
     "AIRFLOW_V_3_0_PLUS",
     "AIRFLOW_V_3_3_PLUS",
@@ -68,5 +80,6 @@ __all__ = [
     "TriggerEvent",
     "XCom",
     "aget_connection",
+    "amask_secret",
     "mask_secret",
 ]
