@@ -180,11 +180,10 @@ class NoxusRunWaitMixin:
         if status == EVENT_TIMEOUT:
             self.fail_timeout(run_id, event.get("run_status"))
         if status == EVENT_ERROR:
-            raise NoxusRunError(
+            raise self.run_error(
+                NoxusRunError,
+                run_id,
                 f"Waiting for the Noxus run failed: {event.get('message')}",
-                workflow_id=self.workflow_id,
-                run_id=run_id,
-                run_url=self.run_url(run_id),
             )
         if (
             status != EVENT_SUCCESS
@@ -194,6 +193,14 @@ class NoxusRunWaitMixin:
         return self.finish(self.hook.get_run(self.workflow_id, run_id))
 
     # ---- outcomes ------------------------------------------------------------------------
+
+    def run_error(
+        self, error_class: type[NoxusRunError], run_id: str, message: str, *, status: str | None = None
+    ) -> NoxusRunError:
+        """An error about the run that names the workflow, the run, its status and its URL."""
+        return error_class(
+            message, status=status, workflow_id=self.workflow_id, run_id=run_id, run_url=self.run_url(run_id)
+        )
 
     def _refuses_feedback(self, run: Mapping[str, Any]) -> bool:
         return (
@@ -209,33 +216,30 @@ class NoxusRunWaitMixin:
         status = NoxusRunStatus.parse(run.get("status"))
         if status in FAILURE_STATUSES:
             reason = run_error_message(run) or "the run gave no error message"
-            raise NoxusRunError(
+            raise self.run_error(
+                NoxusRunError,
+                run_id,
                 f"Noxus run ended {run.get('status')}: {reason}.",
                 status=str(run.get("status")),
-                workflow_id=self.workflow_id,
-                run_id=run_id,
-                run_url=self.run_url(run_id),
             )
         if status is not NoxusRunStatus.COMPLETED:
-            raise NoxusRunError(
+            raise self.run_error(
+                NoxusRunError,
+                run_id,
                 f"Noxus run is {run.get('status')!r}, not final, where a final status was expected.",
                 status=str(run.get("status")),
-                workflow_id=self.workflow_id,
-                run_id=run_id,
-                run_url=self.run_url(run_id),
             )
         output = run.get("output") or {}
         size = len(json.dumps(output, default=str).encode())
         if size > self.max_output_bytes:
-            raise NoxusOutputTooLargeError(
+            raise self.run_error(
+                NoxusOutputTooLargeError,
+                run_id,
                 f"The output of the Noxus run is {size} bytes, over "
                 f"max_output_bytes={self.max_output_bytes}. Raise max_output_bytes, limit the outputs "
                 "with node_ids, or run with wait_for_completion=False and read the output where it is "
                 f"needed with NoxusHook({self.noxus_conn_id!r}).get_run(workflow_id, run_id).",
                 status=str(run.get("status")),
-                workflow_id=self.workflow_id,
-                run_id=run_id,
-                run_url=self.run_url(run_id),
             )
         self.log.info("Noxus run %s completed; returning its output (%d bytes).", run_id, size)
         return output
@@ -257,24 +261,22 @@ class NoxusRunWaitMixin:
     def fail_timeout(self, run_id: str, run_status: str | None) -> Any:
         self.stop_run(run_id, "wait deadline passed")
         action = "asked to stop" if self.owns_run else "left running"
-        raise NoxusRunTimeoutError(
+        raise self.run_error(
+            NoxusRunTimeoutError,
+            run_id,
             f"The Noxus run was still {run_status or 'running'} at the wait's deadline (timeout="
             f"{_seconds(self.timeout)} s, execution_timeout={self.execution_timeout}); it was {action}.",
             status=run_status,
-            workflow_id=self.workflow_id,
-            run_id=run_id,
-            run_url=self.run_url(run_id),
         )
 
     def fail_feedback(self, run_id: str) -> Any:
         self.stop_run(run_id, "paused for human feedback with on_human_feedback='fail'")
-        raise NoxusRunError(
+        raise self.run_error(
+            NoxusRunError,
+            run_id,
             "The Noxus run paused awaiting human feedback and on_human_feedback='fail'. "
             "Set on_human_feedback='wait' to wait for the feedback instead.",
             status=NoxusRunStatus.AWAITING_HUMAN_FEEDBACK.value,
-            workflow_id=self.workflow_id,
-            run_id=run_id,
-            run_url=self.run_url(run_id),
         )
 
 
