@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from airflow_provider_noxus import protocol
-from airflow_provider_noxus._compat import BaseHook, aget_connection, mask_secret
+from airflow_provider_noxus._compat import BaseHook, aget_connection, amask_secret, mask_secret
 from airflow_provider_noxus.exceptions import (
     NoxusAuthError,
     NoxusConfigurationError,
@@ -130,7 +130,7 @@ def _base_url(conn_id: str, host: str | None, port: int | None, scheme: Any) -> 
 def settings_from_connection(
     conn: Connection, *, retry_policy: protocol.RetryPolicy | None = None
 ) -> NoxusConnectionSettings:
-    """Check a Noxus connection and register its API key with the secrets masker.
+    """Check a Noxus connection (the caller registers the API key with the secrets masker).
 
     :param conn: the Airflow connection.
     :param retry_policy: overrides the policy built from the extras.
@@ -140,7 +140,6 @@ def settings_from_connection(
         raise NoxusConfigurationError(
             f"Noxus connection {conn_id!r} has no API key: put it in the connection's password field."
         )
-    mask_secret(conn.password)
     extras = conn.extra_dejson
     base_url = _base_url(conn_id, conn.host, conn.port, _extra(extras, "scheme"))
     attempts = _number(conn_id, extras, "retry_attempts", protocol.RetryPolicy.max_attempts, 1)
@@ -296,9 +295,10 @@ class NoxusHook(BaseHook):
     @cached_property
     def settings(self) -> NoxusConnectionSettings:
         """The connection, read once (sync read: not for the triggerer; use :meth:`async_client`)."""
-        return settings_from_connection(
-            self.get_connection(self.noxus_conn_id), retry_policy=self._retry_policy
-        )
+        conn = self.get_connection(self.noxus_conn_id)
+        settings = settings_from_connection(conn, retry_policy=self._retry_policy)
+        mask_secret(settings.api_key)
+        return settings
 
     @cached_property
     def _transport(self) -> SyncTransport:
@@ -496,6 +496,7 @@ class NoxusHook(BaseHook):
         """
         conn = await aget_connection(self.noxus_conn_id)
         settings = settings_from_connection(conn, retry_policy=self._retry_policy)
+        await amask_secret(settings.api_key)
         async with SHARED_SESSIONS.use(settings.base_url, settings.verify_ssl) as session:
             yield NoxusAsyncClient(AsyncTransport(settings, session, sleep=self._async_sleep))
 

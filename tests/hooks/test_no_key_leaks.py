@@ -157,3 +157,30 @@ def test_tls_failure(
         api_for(hook)("get_me")
     assert "certificate" in str(caught.value)
     _assert_clean(caught.value, output())
+
+
+def _masker() -> Any:
+    try:
+        from airflow.sdk.log import _secrets_masker
+    except ImportError:  # Airflow 2.11
+        from airflow.utils.log.secrets_masker import _secrets_masker
+    return _secrets_masker()
+
+
+def test_sync_read_registers_the_key_with_the_secrets_masker(
+    connect: Callable[..., NoxusHook], secret_emulator: EmulatorServer
+) -> None:
+    key = "nxk-SYNCMASK-5a4b3c2d1e"
+    assert key in _masker().redact(f"x {key} y")
+    assert connect(secret_emulator.url, key).settings.api_key == key
+    assert key not in _masker().redact(f"x {key} y")
+
+
+async def test_async_read_registers_the_key_with_the_secrets_masker(
+    connect: Callable[..., NoxusHook], secret_emulator: EmulatorServer
+) -> None:
+    key = "nxk-ASYNCMASK-9f8e7d6c5b"
+    assert key in _masker().redact(f"x {key} y")
+    async with connect(secret_emulator.url, key).async_client() as client:
+        assert client.base_url == secret_emulator.url
+    assert key not in _masker().redact(f"x {key} y")
