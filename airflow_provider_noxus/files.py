@@ -95,9 +95,7 @@ class NoxusFile:
         """A file already uploaded to Noxus: ``spot://<file id>`` or the bare id."""
         if not uri:
             raise ValueError("NoxusFile.from_spot needs a file id or spot:// URI.")
-        return cls(
-            "spot", uri if uri.startswith("spot://") or _is_templated(uri) else f"spot://{uri}", name=name
-        )
+        return cls("spot", uri, name=name)
 
     def serialize(self) -> dict[str, Any]:
         """Plain description shown in Airflow's rendered templates (never the content of bytes)."""
@@ -189,11 +187,17 @@ def file_to_input(
     """
     name = file.default_name()
     if file.kind == "url":
+        url = str(file.source)
+        if urlsplit(url).scheme not in ("http", "https"):
+            raise NoxusFileInputError(f"File input {input_name!r}: {url!r} is not an http(s) URL.")
         if not allow_private_urls:
-            check_public_url(str(file.source), input_name=input_name)
-        return {"uri": str(file.source), "name": name}
+            check_public_url(url, input_name=input_name)
+        return {"uri": url, "name": name}
     if file.kind == "spot":
-        return {"uri": str(file.source), "name": name}
+        file_id = str(file.source).strip().removeprefix("spot://")
+        if not file_id:
+            raise NoxusFileInputError(f"File input {input_name!r}: the spot:// file id is empty.")
+        return {"uri": f"spot://{file_id}", "name": name}
     content_type = file.content_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
     upload_source: bytes | Path
     if isinstance(file.source, bytes):

@@ -170,6 +170,20 @@ def test_bad_file_values_fail_at_parse(build: Any, error: type[Exception]) -> No
         build()
 
 
+def test_templated_values_are_checked_after_rendering(emu: Any) -> None:
+    inputs = {
+        "spot": NoxusFile.from_spot("{{ file_id }}"),
+        "url": NoxusFile.from_url("{{ url }}"),
+    }
+    task = NoxusRunOperator(task_id="t", workflow_id="wf", inputs=inputs)
+    task.render_template_fields({"file_id": "abc123", "url": "gopher://example.org/a"})  # type: ignore[arg-type]
+    assert (
+        resolve_file_inputs({"spot": task.inputs["spot"]}, hook=NoxusHook())["spot"]["uri"] == "spot://abc123"
+    )
+    with pytest.raises(NoxusFileInputError, match=r"'url'.*not an http"):
+        resolve_file_inputs(task.inputs, hook=NoxusHook(), allow_private_urls=True)
+
+
 def test_path_is_templated_and_only_checked_at_task_start() -> None:
     task = NoxusRunOperator(
         task_id="t", workflow_id="wf", inputs={"document": NoxusFile.from_path("/data/{{ ds }}.pdf")}
