@@ -61,6 +61,12 @@ def get_provider_info() -> dict[str, Any]:
                         "schema": {"type": ["number", "null"], "default": 30, "minimum": 0},
                         "description": "Cap of one wait between retries, and of a server's Retry-After.",
                     },
+                    "app_url": {
+                        "label": "Noxus app URL",
+                        "schema": {"type": ["string", "null"]},
+                        "description": "Where the \"Noxus run\" links on task instances point. Leave empty "
+                        "for https://app.noxus.ai (cloud API) or the base URL (self-hosted).",
+                    },
                 },
                 "ui-field-behaviour": {
                     "hidden-fields": ["schema", "port", "login", "extra"],
