@@ -69,8 +69,8 @@ def chromium() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(chromium: Browser) -> Iterator[Page]:
-    """A fresh browser page (own cookies and storage), 1280x1000 so that whole dialogs fit."""
-    context = chromium.new_context(viewport={"width": 1280, "height": 1000})
+    """A fresh browser page (own cookies and storage), 1280x1200 so that whole dialogs fit."""
+    context = chromium.new_context(viewport={"width": 1280, "height": 1200})
     context.set_default_timeout(20_000)
     try:
         yield context.new_page()

@@ -104,8 +104,9 @@ def _row(page: Page, conn_id: str) -> Locator:
     return page.get_by_role("row").filter(has=page.get_by_role("cell", name=conn_id, exact=True))
 
 
-def _press_test(page: Page, row: Locator, screenshot: Path) -> tuple[str, str]:
-    """Press the row's "Test Connection"; screenshot the result toast; return its title and message."""
+def _press_test(page: Page, row: Locator, screenshot: Path) -> tuple[str, str, Locator]:
+    """Press the row's "Test Connection"; screenshot the page with the result; return the result's
+    title, message and notice."""
     toasts = page.get_by_role("status")
     expect(toasts).to_have_count(0)  # earlier notices gone (they fade after 5 s): one result on screen
     row.get_by_role("button", name="Test Connection").click()
@@ -114,7 +115,7 @@ def _press_test(page: Page, row: Locator, screenshot: Path) -> tuple[str, str]:
     toast.evaluate("toast => Promise.all(toast.getAnimations().map(animation => animation.finished))")
     page.screenshot(path=screenshot)
     title = toast.locator("[data-part=title]").inner_text()
-    return title, toast.locator("[data-part=description]").inner_text()
+    return title, toast.locator("[data-part=description]").inner_text(), toast
 
 
 def _send_unset_port_as_null(route: Route) -> None:
@@ -188,7 +189,7 @@ def test_noxus_connection_form_save_and_test(
 
     if AIRFLOW_TEST_BUTTON_PORT_BUG:
         bug_shot = artifacts_dir / "connection-test-airflow-port-bug.png"
-        title, message = _press_test(page, row, bug_shot)
+        title, message, _ = _press_test(page, row, bug_shot)
         assert (title, message) == ("Test Connection Failed", "Bad Request"), (
             "Airflow's Test button no longer fails on port-less connections: drop the port work-around"
         )
@@ -196,11 +197,13 @@ def test_noxus_connection_form_save_and_test(
 
     # Test: the api-server's hook reaches the emulator with the saved key.
     success_shot = artifacts_dir / "connection-test-success.png"
-    title, message = _press_test(page, row, success_shot)
+    title, message, toast = _press_test(page, row, success_shot)
     assert title == "Test Connection Successful", f"{title}: {message}"
     assert noxus_emulator.url in message
     assert noxus_emulator.api_key not in message
-    _publish(success_shot, "connection-test-success.png")
+    toast_shot = artifacts_dir / "connection-test-success-notice.png"
+    toast.screenshot(path=toast_shot)
+    _publish(toast_shot, "connection-test-success.png")
 
     # A wrong key: a clear failure that does not echo the key.
     wrong_key = "not-a-valid-noxus-key"
@@ -211,7 +214,7 @@ def test_noxus_connection_form_save_and_test(
     edit_key.fill(wrong_key)
     edit.get_by_role("button", name="Save").click()
     expect(edit).to_be_hidden()
-    title, message = _press_test(page, row, artifacts_dir / "connection-test-failure.png")
+    title, message, _ = _press_test(page, row, artifacts_dir / "connection-test-failure.png")
     assert title == "Test Connection Failed", f"{title}: {message}"
     assert "API key" in message and noxus_emulator.url in message, message
     assert wrong_key not in message
