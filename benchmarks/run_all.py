@@ -1,0 +1,222 @@
+"""Every benchmark of the provider, from one command.
+
+``python benchmarks/run_all.py`` (``make bench``): the emulator's throughput
+(``benchmarks/emulator_throughput.py``) then the trigger benchmark (:mod:`trigger_scale`) at
+N = 1,000 and 5,000, about 15 minutes on 2 cores. It needs apache-airflow-providers-http (the
+``HttpSensorTrigger`` configuration) and matplotlib (the chart); when they are missing it re-runs
+itself in the benchmark virtualenv (``scripts/venv.sh 3.3.2 bench``). Results:
+``benchmarks/results/latest.json`` (one object per configuration and N), ``latest-meta.json``
+(machine, plan, goals, emulator numbers) and ``triggers.png``.
+
+``python benchmarks/run_all.py --quick``: the same harness at N = 100 with runs of 1-3 s (under a
+minute), for CI. Without providers-http or matplotlib it skips configuration 5 and the chart and says
+so. It fails (exit 1) only when a benchmark breaks (errors, a crash), never because something is slow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+RESULTS = HERE / "results"
+REEXEC_FLAG = "NOXUS_BENCH_REEXEC"
+BENCH_VENV_COMMAND = "V=$(bash scripts/venv.sh 3.3.2 bench) && $V/bin/python benchmarks/run_all.py"
+
+# The harness imports airflow in its driver processes: give them a home before anything does.
+os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="noxus-bench-airflow-"))
+sys.path.insert(0, str(HERE))
+
+import report  # noqa: E402
+import trigger_scale  # noqa: E402
+
+FULL_PLAN = trigger_scale.Plan(
+    cases=(
+        ("stream", 100),
+        ("poll", 1000),
+        ("stream", 1000),
+        ("auto", 1000),
+        ("raw_shared", 1000),
+        ("session_per_check", 1000),
+        ("http_sensor", 1000),
+        ("poll", 5000),
+        ("raw_shared", 5000),
+        ("session_per_check", 5000),
+        ("http_sensor", 5000),
+    ),
+    run_seconds=(20.0, 60.0),
+    interval=5.0,
+    spread=5.0,
+)
+QUICK_PLAN = trigger_scale.Plan(
+    cases=tuple(
+        (config, 100) for config in ("poll", "stream", "raw_shared", "session_per_check", "http_sensor")
+    ),
+    run_seconds=(1.0, 3.0),
+    interval=0.5,
+    spread=0.5,
+)
+
+
+def has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ImportError:
+        return False
+
+
+def missing_extras() -> dict[str, str]:
+    """Benchmark-only packages this interpreter lacks: what each one is needed for."""
+    needed = {
+        "airflow.providers.http": ("apache-airflow-providers-http", "configuration 5 (HttpSensorTrigger)"),
+        "matplotlib": ("matplotlib", "the chart"),
+    }
+    return {package: purpose for module, (package, purpose) in needed.items() if not has_module(module)}
+
+
+def reexec_in_bench_venv(missing: dict[str, str]) -> None:
+    """Replace this process by the same command in the benchmark virtualenv, or exit explaining how."""
+    print(f"missing here: {', '.join(missing)}; switching to the benchmark virtualenv", flush=True)
+    if os.environ.get(REEXEC_FLAG):
+        sys.exit(f"still missing in {sys.prefix}: {', '.join(missing)}. Run: {BENCH_VENV_COMMAND}")
+    made = subprocess.run(
+        ["bash", str(REPO / "scripts" / "venv.sh"), "3.3.2", "bench"], stdout=subprocess.PIPE, text=True
+    )
+    python = Path(made.stdout.strip()) / "bin" / "python"
+    if made.returncode != 0 or not python.exists():
+        sys.exit(f"could not make the benchmark virtualenv. Run: {BENCH_VENV_COMMAND}")
+    os.environ[REEXEC_FLAG] = "1"
+    os.execv(str(python), [str(python), str(Path(__file__).resolve()), *sys.argv[1:]])
+
+
+def emulator_throughput(quick: bool) -> dict[str, Any]:
+    """Run the emulator engineer's throughput benchmark, if present; its output and exit status."""
+    script = HERE / "emulator_throughput.py"
+    if not script.exists():
+        print("emulator throughput: benchmarks/emulator_throughput.py not found, skipped")
+        return {"skipped": True}
+    print("=== emulator throughput ===", flush=True)
+    done = subprocess.run(
+        [sys.executable, str(script), *(["--quick"] if quick else [])],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=REPO,
+    )
+    print(done.stdout, end="", flush=True)
+    return {"exit_code": done.returncode, "output": done.stdout}
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    import resource
+
+    import aiohttp
+
+    with open("/proc/cpuinfo") as cpuinfo:
+        models = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
+
+    return {
+        "cpu": models[0] if models else "",
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "aiohttp": aiohttp.__version__,
+        "open_files_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="N=100, runs of 1-3 s: under a minute, for CI")
+    parser.add_argument(
+        "--out", type=Path, help="results directory (default benchmarks/results; a temp dir with --quick)"
+    )
+    parser.add_argument("--profile", type=Path, help="also record py-spy profiles of every driver here")
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+
+    missing = missing_extras()
+    if missing and not args.quick:
+        reexec_in_bench_venv(missing)
+    plan = QUICK_PLAN if args.quick else FULL_PLAN
+    notes: list[str] = []
+    if "apache-airflow-providers-http" in missing:
+        plan = replace(plan, cases=tuple(case for case in plan.cases if case[0] != "http_sensor"))
+        notes.append(
+            "configuration 5 (HttpSensorTrigger) skipped: apache-airflow-providers-http not installed"
+        )
+    if "matplotlib" in missing:
+        notes.append("chart skipped: matplotlib is not installed")
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        plan = replace(plan, profile_dir=args.profile)
+    for note in notes:
+        print(f"NOTE: {note}", flush=True)
+    out = args.out or (Path(tempfile.mkdtemp(prefix="noxus-bench-quick-")) if args.quick else RESULTS)
+    out.mkdir(parents=True, exist_ok=True)
+
+    emulator = emulator_throughput(args.quick)
+    low, high = plan.run_seconds
+    print(
+        f"\n=== triggers: runs of {low:g}-{high:g} s, a status check every {plan.interval:g} s, "
+        f"waiters starting over {plan.spread:g} s ===",
+        flush=True,
+    )
+    rows = trigger_scale.run_plan(plan)
+    judged = report.goals(rows)
+
+    print()
+    print(report.table(rows))
+    scope = " (informational: they are stated for N=1,000-5,000)" if args.quick else ""
+    print(f"\nGoals (from the benchmark issue){scope}:")
+    for goal in judged:
+        print(goal.line())
+    for row in rows:
+        for example in row["error_examples"]:
+            print(f"ERROR in {row['label']} N={row['n']}: {example}")
+
+    (out / "latest.json").write_text(json.dumps(rows, indent=1) + "\n")
+    meta = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "mode": "quick" if args.quick else "full",
+        "machine": machine(),
+        "plan": {
+            "cases": plan.cases,
+            "run_seconds": plan.run_seconds,
+            "interval_s": plan.interval,
+            "spread_s": plan.spread,
+        },
+        "notes": notes,
+        "goals": [{"goal": goal.text, "measured": goal.measured, "met": goal.met} for goal in judged],
+        "emulator_throughput": emulator,
+        "duration_s": round(time.monotonic() - started),
+    }
+    (out / "latest-meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+    if "matplotlib" not in missing:
+        report.chart(rows, out / "triggers.png")
+    print(f"\nresults in {out} ({time.monotonic() - started:.0f} s in all)")
+
+    broken = [f"{row['label']} N={row['n']}" for row in rows if row["errors"]]
+    if emulator.get("exit_code"):
+        broken.append("emulator throughput")
+    if broken:
+        print(f"FAILED (errors, not slowness): {', '.join(broken)}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

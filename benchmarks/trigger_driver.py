@@ -1,0 +1,403 @@
+"""One configuration of the trigger benchmark: N waiters on one event loop, in a process of its own.
+
+Started by :mod:`trigger_scale` (never by hand): ``python benchmarks/trigger_driver.py --config poll
+--emulator-url URL --api-key KEY --interval 5 --spread 5``. It sets itself up (imports, logging,
+Airflow's ``TriggerRunner``), prints ``ready``, reads the run ids as one JSON line on stdin, waits on
+every run the way its configuration does, then writes its measurements as JSON to ``--result-file``
+and exits.
+
+Triggers (configurations ``poll``, ``stream``, ``auto``, ``http_sensor``) are driven the way the triggerer
+drives them: ``TriggerRunner.run_trigger`` (greenback portal included) with its ``block_watchdog``
+beside them. The raw loops (``raw_shared``, ``session_per_check``) run as plain asyncio tasks with no
+Airflow around them. Every configuration gets the same lag probe, started before the first waiter.
+Waiters start spread evenly over ``--spread`` seconds, as triggers arrive in a live triggerer, so that
+polls are not all in phase.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+FINAL_STATUSES = frozenset({"completed", "failed", "stopped"})
+TRIGGER_CONFIGS = ("poll", "stream", "auto", "http_sensor")
+RAW_CONFIGS = ("raw_shared", "session_per_check")
+CONFIGS = TRIGGER_CONFIGS + RAW_CONFIGS
+NOXUS_CONN_ID = "noxus_bench"
+HTTP_CONN_ID = "http_bench"
+#: Period of the lag probe; the triggerer's own watchdog sleeps 0.1 s too.
+PROBE_PERIOD_S = 0.1
+#: Connections of the raw shared session, as the hook's shared pool.
+RAW_POOL_LIMIT = 100
+#: Error messages kept in the result (the count is always complete).
+MAX_ERROR_EXAMPLES = 5
+
+
+@dataclass
+class Measurements:
+    """What the driver records while the waiters run."""
+
+    lags_s: list[float] = field(default_factory=list)
+    peak_rss_kb: int = 0
+    peak_fds: int = 0
+    connections_opened: int = 0
+    blocked_warnings: int = 0
+    errors: int = 0
+    error_examples: list[str] = field(default_factory=list)
+    events: dict[str, tuple[float, str]] = field(default_factory=dict)
+
+    def error(self, message: str) -> None:
+        self.errors += 1
+        if len(self.error_examples) < MAX_ERROR_EXAMPLES:
+            self.error_examples.append(message)
+
+
+def rss_kb(field_name: str = "VmRSS") -> int:
+    """This process's resident set (``VmRSS``) or its peak (``VmHWM``) in KiB, from /proc."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile; 0.0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
+
+
+def quiet_logging(measurements: Measurements) -> None:
+    """Send stdlib log records to /dev/null (formatted: their cost stays) and count watchdog warnings."""
+    import structlog
+
+    devnull = logging.FileHandler(os.devnull)
+    devnull.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    for logger in [logging.getLogger(), *logging.root.manager.loggerDict.values()]:
+        if isinstance(logger, logging.Logger) and logger.handlers:
+            logger.handlers = [devnull]
+    logging.getLogger().setLevel(logging.INFO)
+
+    def count_blocked(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> str:
+        if "was blocked" in str(event_dict.get("event", "")):
+            measurements.blocked_warnings += 1
+        raise structlog.DropEvent
+
+    structlog.configure(
+        processors=[count_blocked],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        logger_factory=structlog.ReturnLoggerFactory(),
+        cache_logger_on_first_use=True,
+    )
+
+
+def count_connections(loop: asyncio.AbstractEventLoop, measurements: Measurements) -> None:
+    """Count every TCP connection the loop opens (aiohttp opens them all through this method)."""
+    create_connection = loop.create_connection
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        measurements.connections_opened += 1
+        return await create_connection(*args, **kwargs)
+
+    loop.create_connection = counted  # type: ignore[method-assign]
+
+
+async def probe(measurements: Measurements, stop: asyncio.Event) -> None:
+    """Event-loop lag (how late a 0.1 s sleep wakes), and the peaks of RSS and open files."""
+    samples = 0
+    while not stop.is_set():
+        started = time.monotonic()
+        await asyncio.sleep(PROBE_PERIOD_S)
+        measurements.lags_s.append(max(0.0, time.monotonic() - started - PROBE_PERIOD_S))
+        samples += 1
+        if samples % 5 == 0:
+            measurements.peak_rss_kb = max(measurements.peak_rss_kb, rss_kb())
+            measurements.peak_fds = max(measurements.peak_fds, open_fds())
+
+
+# ------------------------------------------------------------------------------------------------
+# Configurations 3 and 4: raw loops, no Airflow
+# ------------------------------------------------------------------------------------------------
+
+
+async def poll_run(
+    get_status: Callable[[str], Awaitable[str]], run_id: str, interval: float, measurements: Measurements
+) -> None:
+    """Check the run's status every ``interval`` seconds until it is final; errors are retried."""
+    while True:
+        try:
+            status = await get_status(run_id)
+        except Exception as error:
+            measurements.error(f"run {run_id}: {type(error).__name__}: {error}")
+        else:
+            if status in FINAL_STATUSES:
+                measurements.events[run_id] = (time.time(), "success" if status == "completed" else status)
+                return
+        await asyncio.sleep(interval)
+
+
+def raw_status_readers(
+    config: str, base_url: str, api_key: str
+) -> tuple[Callable[[str], Awaitable[str]], Callable[[], Awaitable[None]]]:
+    """The ``GET /v1/runs/{id}`` of a raw configuration, and how to release what it holds."""
+    import aiohttp
+
+    headers = {"X-API-Key": api_key}
+    if config == "raw_shared":
+        session = aiohttp.ClientSession(
+            base_url=base_url, headers=headers, connector=aiohttp.TCPConnector(limit=RAW_POOL_LIMIT)
+        )
+
+        async def shared_get(run_id: str) -> str:
+            async with session.get(f"/v1/runs/{run_id}") as response:
+                response.raise_for_status()
+                return str((await response.json())["status"])
+
+        return shared_get, session.close
+
+    async def fresh_session_get(run_id: str) -> str:
+        async with (
+            aiohttp.ClientSession(base_url=base_url, headers=headers) as fresh,
+            fresh.get(f"/v1/runs/{run_id}") as response,
+        ):
+            response.raise_for_status()
+            return str((await response.json())["status"])
+
+    async def nothing_to_close() -> None:
+        return None
+
+    return fresh_session_get, nothing_to_close
+
+
+# ------------------------------------------------------------------------------------------------
+# Configurations 1, 2 and 5: triggers, driven by Airflow's TriggerRunner
+# ------------------------------------------------------------------------------------------------
+
+
+def build_trigger(config: str, run_id: str, workflow_id: str, interval: float) -> Any:
+    if config == "http_sensor":
+        from airflow.providers.http.triggers.http import HttpSensorTrigger
+
+        return HttpSensorTrigger(endpoint=f"runs/{run_id}", http_conn_id=HTTP_CONN_ID, poke_interval=interval)
+    from airflow_provider_noxus.triggers.noxus import NoxusRunTrigger
+
+    return NoxusRunTrigger(
+        noxus_conn_id=NOXUS_CONN_ID,
+        workflow_id=workflow_id,
+        run_id=run_id,
+        poll_interval=interval,
+        wait_strategy=config,
+    )
+
+
+def event_outcome(payload: Any) -> str:
+    """``success`` for a run that completed, else what the event says."""
+    if payload is True:  # HttpSensorTrigger: the endpoint stopped answering 404, so the run is final
+        return "success"
+    if isinstance(payload, dict):
+        return str(payload.get("status"))
+    return repr(payload)
+
+
+async def run_triggers(
+    config: str,
+    run_ids: list[str],
+    workflow_id: str,
+    interval: float,
+    spread: float,
+    measurements: Measurements,
+) -> None:
+    from airflow.jobs.triggerer_job_runner import TriggerRunner
+
+    runner = TriggerRunner()
+    watchdog = asyncio.create_task(runner.block_watchdog())
+    tasks: list[asyncio.Task[None]] = []
+
+    async def drive(trigger_id: int, run_id: str) -> None:
+        trigger = build_trigger(config, run_id, workflow_id, interval)
+        untimed_run = trigger.run
+
+        async def timed_run() -> AsyncIterator[Any]:
+            async for event in untimed_run():
+                measurements.events.setdefault(run_id, (time.time(), event_outcome(event.payload)))
+                yield event
+
+        trigger.run = timed_run
+        runner.triggers[trigger_id] = {
+            "task": asyncio.current_task(),  # type: ignore[typeddict-item]
+            "is_watcher": False,
+            "name": f"{type(trigger).__name__}(run_id={run_id})",
+            "events": 0,
+        }
+        try:
+            await runner.run_trigger(trigger_id, trigger)
+        except Exception as error:
+            measurements.error(f"run {run_id}: {type(error).__name__}: {error}")
+            return
+        finally:
+            del runner.triggers[trigger_id]
+            runner.events.clear()  # the triggerer's outbound queue, drained here instead of sent on
+        if run_id not in measurements.events:
+            measurements.error(f"run {run_id}: the trigger ended without an event")
+        elif measurements.events[run_id][1] != "success":
+            measurements.error(f"run {run_id}: event {measurements.events[run_id][1]!r}")
+
+    try:
+        await launch_spread(run_ids, spread, lambda index, run_id: drive(index + 1, run_id), tasks)
+        await asyncio.gather(*tasks)
+    finally:
+        runner.stop = True
+        watchdog.cancel()
+        for task in tasks:
+            task.cancel()
+
+
+async def launch_spread(
+    run_ids: list[str],
+    spread: float,
+    start: Callable[[int, str], Awaitable[None]],
+    tasks: list[asyncio.Task[None]],
+) -> None:
+    """Start one task per run, evenly over ``spread`` seconds, appending each to ``tasks``."""
+    began = time.monotonic()
+    for index, run_id in enumerate(run_ids):
+        delay = began + spread * index / len(run_ids) - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(start(index, run_id)))  # type: ignore[arg-type]
+
+
+async def measure(args: argparse.Namespace, run_ids: list[str], measurements: Measurements) -> dict[str, Any]:
+    """Run every waiter of the configuration; the CPU, RSS, lag and connection numbers of that span."""
+    count_connections(asyncio.get_running_loop(), measurements)
+    stop_probe = asyncio.Event()
+    probe_task = asyncio.create_task(probe(measurements, stop_probe))
+    rss_before = rss_kb()
+    cpu_before = cpu_seconds()
+    wall_before = time.monotonic()
+    try:
+        if args.config in TRIGGER_CONFIGS:
+            waiting = run_triggers(
+                args.config, run_ids, args.workflow_id, args.interval, args.spread, measurements
+            )
+        else:
+            waiting = run_raw(args, run_ids, measurements)
+        await asyncio.wait_for(waiting, timeout=args.give_up_after)
+    except asyncio.TimeoutError:
+        measurements.error(
+            f"{len(run_ids) - len(measurements.events)} runs still waited on after {args.give_up_after:.0f} s"
+        )
+    cpu_used = cpu_seconds() - cpu_before
+    wall = time.monotonic() - wall_before
+    stop_probe.set()
+    await probe_task
+    return {
+        "config": args.config,
+        "n": len(run_ids),
+        "cpu_s": cpu_used,
+        "wall_s": wall,
+        "rss_before_kb": rss_before,
+        "rss_peak_kb": max(measurements.peak_rss_kb, rss_kb("VmHWM")),
+        "peak_fds": measurements.peak_fds,
+        "lag_p50_ms": percentile(measurements.lags_s, 0.5) * 1000,
+        "lag_p99_ms": percentile(measurements.lags_s, 0.99) * 1000,
+        "lag_max_ms": max(measurements.lags_s, default=0.0) * 1000,
+        "blocked_warnings": measurements.blocked_warnings,
+        "connections_opened": measurements.connections_opened,
+        "errors": measurements.errors,
+        "error_examples": measurements.error_examples,
+        "events": measurements.events,
+    }
+
+
+async def run_raw(args: argparse.Namespace, run_ids: list[str], measurements: Measurements) -> None:
+    get_status, close = raw_status_readers(args.config, args.emulator_url, args.api_key)
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        await launch_spread(
+            run_ids,
+            args.spread,
+            lambda _index, run_id: poll_run(get_status, run_id, args.interval, measurements),
+            tasks,
+        )
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await close()
+
+
+def set_up_airflow(args: argparse.Namespace) -> None:
+    """Airflow's home and the two connections, before anything imports airflow; then the imports."""
+    os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="noxus-bench-airflow-"))
+    os.environ[f"AIRFLOW_CONN_{NOXUS_CONN_ID.upper()}"] = json.dumps(
+        {"conn_type": "noxus", "host": args.emulator_url, "password": args.api_key}
+    )
+    if args.proxy_url:
+        host, _, port = args.proxy_url.removeprefix("http://").partition(":")
+        os.environ[f"AIRFLOW_CONN_{HTTP_CONN_ID.upper()}"] = json.dumps(
+            {"conn_type": "http", "host": host, "port": int(port), "schema": "http"}
+        )
+    import airflow.jobs.triggerer_job_runner  # imported here, before the baseline
+    from airflow._shared.observability.metrics import stats
+
+    # The metrics registry is read from YAML at its first use (the watchdog's first warning): a
+    # one-off start-up cost of any triggerer, paid here rather than inside the measured span.
+    stats._get_registry()
+
+    if args.config == "http_sensor":
+        import airflow.providers.http.triggers.http  # noqa: F401
+    else:
+        import airflow_provider_noxus.triggers.noxus  # noqa: F401
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", choices=CONFIGS, required=True)
+    parser.add_argument("--emulator-url", required=True)
+    parser.add_argument("--api-key", required=True)
+    parser.add_argument("--workflow-id", required=True)
+    parser.add_argument("--proxy-url", help="the status proxy, for http_sensor")
+    parser.add_argument("--interval", type=float, default=5.0, help="seconds between status checks")
+    parser.add_argument("--spread", type=float, default=5.0, help="seconds over which waiters start")
+    parser.add_argument("--give-up-after", type=float, default=600.0, help="seconds before giving up")
+    parser.add_argument("--result-file", required=True, help="where the measurements go (JSON)")
+    args = parser.parse_args(argv)
+
+    measurements = Measurements()
+    if args.config in TRIGGER_CONFIGS:
+        set_up_airflow(args)
+    quiet_logging(measurements)
+    import aiohttp  # noqa: F401  (imported before the baseline, in every configuration)
+
+    print("ready", flush=True)
+    run_ids = json.loads(sys.stdin.readline())
+    result = asyncio.run(measure(args, run_ids, measurements))
+    with open(args.result_file, "w") as out:
+        json.dump(result, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
