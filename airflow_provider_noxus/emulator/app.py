@@ -217,6 +217,7 @@ class Emulator:
         self.connection_count: Callable[[], int] = lambda: 0
         self._webhook_tasks: set[asyncio.Task[None]] = set()
         self._http: aiohttp.ClientSession | None = None
+        self._closing = asyncio.Event()
 
     # ------------------------------------------------------------------ application
 
@@ -248,11 +249,17 @@ class Emulator:
         for method, path, handler, name in api:
             app.router.add_route(method, path, handler, name=name)
         app.on_startup.append(self._on_startup)
+        app.on_shutdown.append(self._on_shutdown)
         app.on_cleanup.append(self._on_cleanup)
         return app
 
     async def _on_startup(self, app: web.Application) -> None:
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60), trust_env=False)
+
+    async def _on_shutdown(self, app: web.Application) -> None:
+        self._closing.set()  # held sync creates answer now
+        for run in self.runs.values():
+            run.log.abandon()  # open SSE streams end now instead of holding the shutdown
 
     async def _on_cleanup(self, app: web.Application) -> None:
         self._forget_everything()
@@ -378,14 +385,11 @@ class Emulator:
         use_output_ids = query_bool(request, "use_output_ids")
         run = await self._create(request)
         fault: Fault | None = request.get(FAULT_KEY)
-        finished = False
         if fault is None:
-            try:
-                await asyncio.wait_for(run.done.wait(), self.settings.sync_hold_seconds)
-                finished = True
-            except asyncio.TimeoutError:
-                pass
-        if not finished:
+            await self._hold_until_done(run)
+        if self._closing.is_set() and not run.is_final:
+            raise ApiError(503, f"The emulator is shutting down; run {run.id} was not finished")
+        if not run.is_final:
             raise ApiError(
                 504,
                 f"Run {run.id} did not finish within the sync hold; it goes on: poll it by id",
@@ -394,6 +398,17 @@ class Emulator:
         if output_only:
             return json_response({"id": run.id, "output": run.output_json(use_output_ids)})
         return json_response(run.to_json(with_output=True, use_output_ids=use_output_ids))
+
+    async def _hold_until_done(self, run: Run) -> None:
+        """Wait until the run is final, the sync hold has passed, or the emulator shuts down."""
+        waits = [asyncio.ensure_future(run.done.wait()), asyncio.ensure_future(self._closing.wait())]
+        try:
+            await asyncio.wait(
+                waits, timeout=self.settings.sync_hold_seconds, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for wait in waits:
+                wait.cancel()
 
     async def _create(self, request: web.Request) -> Run:
         workspace = self._workspace(request)

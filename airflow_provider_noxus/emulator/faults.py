@@ -95,6 +95,8 @@ def make_fault(raw: Any) -> Fault:
         fault.seconds = _number(raw, "seconds", float, 1.0)
     elif kind == "drop_stream":
         fault.after_frames = _number(raw, "after_frames", int, 1)
+        if fault.after_frames < 0:
+            raise ValueError("after_frames must be 0 or more")
     return fault
 
 

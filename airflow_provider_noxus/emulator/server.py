@@ -18,6 +18,8 @@ from airflow_provider_noxus.emulator.faults import Fault
 from airflow_provider_noxus.emulator.workflows import Workflow, load_workflows_file
 
 STARTUP_TIMEOUT = 30.0
+#: Seconds requests still being answered (e.g. held sync creates) get when the emulator stops.
+SHUTDOWN_TIMEOUT = 2.0
 
 
 async def start_emulator(settings: EmulatorSettings, host: str, port: int) -> tuple[web.AppRunner, int]:
@@ -28,7 +30,12 @@ async def start_emulator(settings: EmulatorSettings, host: str, port: int) -> tu
     :param port: port to bind; 0 picks a free one.
     """
     emulator = Emulator(settings)
-    runner = web.AppRunner(emulator.build_app(), handler_cancellation=True, access_log=None)
+    runner = web.AppRunner(
+        emulator.build_app(),
+        handler_cancellation=True,
+        access_log=None,
+        shutdown_timeout=SHUTDOWN_TIMEOUT,
+    )
     await runner.setup()
     server = runner.server
     if server is not None:

@@ -130,6 +130,7 @@ def test_sync_timeout_fault_answers_504_at_once_and_the_run_goes_on(api: Api) ->
         {"endpoint": "get_run", "kind": "status", "status": 418},
         {"endpoint": "get_run", "kind": "status", "count": 0},
         {"endpoint": "get_run", "kind": "latency", "seconds": "long"},
+        {"endpoint": "run_events", "kind": "drop_stream", "after_frames": -1},
     ],
 )
 def test_bad_faults_are_a_422(api: Api, body: dict) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import requests
 from airflow_provider_noxus.emulator import DEMO_API_KEY, EmulatorServer
 from airflow_provider_noxus.emulator.cli import build_parser, settings_from_args
 from airflow_provider_noxus.emulator.workflows import load_workflows_file
+from emulator.helpers import wait_until
 
 TRANSLATE = {
     "name": "translate",
@@ -164,3 +166,35 @@ def test_bad_option_exits_with_a_usage_error(tmp_path: Path) -> None:
 
     assert result.returncode == 2
     assert "unknown kind" in result.stderr
+
+
+def test_stopping_the_server_ends_open_streams_and_held_sync_creates() -> None:
+    server = EmulatorServer(sync_hold_seconds=60).start()
+    headers = {"X-API-Key": server.api_key}
+    slow = server.control.workflow_id("slow")
+    run = requests.post(
+        f"{server.url}/v1/workflows/{slow}/runs", json={"input": {"seconds": 60}}, headers=headers
+    )
+    held: list[requests.Response] = []
+    sync = threading.Thread(
+        target=lambda: held.append(
+            requests.post(
+                f"{server.url}/v1/workflows/{slow}/runs/sync",
+                json={"input": {"seconds": 60}},
+                headers=headers,
+            )
+        )
+    )
+    with requests.get(
+        f"{server.url}/v1/runs/{run.json()['id']}/events", headers=headers, stream=True
+    ) as stream:
+        lines = stream.iter_lines()
+        next(lines)
+        sync.start()
+        wait_until(lambda: server.control.counters()["runs_created_total"] == 2)
+        server.stop()
+        rest = list(lines)
+    sync.join(30)
+
+    assert all(b"workflow_status" not in line for line in rest)
+    assert [response.status_code for response in held] == [503]
