@@ -8,7 +8,7 @@ frames or no final frame).
 
 Usage::
 
-    python benchmarks/emulator_throughput.py           # ~45 s
+    python benchmarks/emulator_throughput.py           # ~25 s
     python benchmarks/emulator_throughput.py --quick   # < 20 s
 """
 
