@@ -8,6 +8,7 @@ connection without a port, and the API then refuses to reuse the stored, masked 
 "Test Connection Failed: Bad Request" for every port-less connection, Noxus included
 (apache/airflow#73298, fixed in the API after 3.3.2). The test checks that this is still what 3.3.2
 does, then sends ``port: null`` instead, which is the request the fixed API accepts.
+
 Screenshots go to ``artifacts/browser/``; with ``NOXUS_UPDATE_DOCS_IMAGES=1`` the good ones are also
 copied to ``docs/images/`` for the README.
 """
