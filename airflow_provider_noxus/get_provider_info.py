@@ -7,6 +7,7 @@ from typing import Any
 from airflow_provider_noxus import __version__
 
 INTEGRATION = "Noxus"
+PACKAGE = "airflow_provider_noxus"
 
 
 def get_provider_info() -> dict[str, Any]:
@@ -23,14 +24,10 @@ def get_provider_info() -> dict[str, Any]:
                 "tags": ["service"],
             }
         ],
-        "hooks": [{"integration-name": INTEGRATION, "python-modules": ["airflow_provider_noxus.hooks.noxus"]}],
-        "operators": [
-            {"integration-name": INTEGRATION, "python-modules": ["airflow_provider_noxus.operators.noxus"]}
-        ],
-        "sensors": [{"integration-name": INTEGRATION, "python-modules": ["airflow_provider_noxus.sensors.noxus"]}],
-        "triggers": [
-            {"integration-name": INTEGRATION, "python-modules": ["airflow_provider_noxus.triggers.noxus"]}
-        ],
+        **{
+            kind: [{"integration-name": INTEGRATION, "python-modules": [f"{PACKAGE}.{kind}.noxus"]}]
+            for kind in ("hooks", "operators", "sensors", "triggers")
+        },
         "extra-links": ["airflow_provider_noxus.links.noxus.NoxusRunLink"],
         "connection-types": [
             {
