@@ -12,7 +12,7 @@ Airflow 2.x has no async tasks: there, call the blocking ``NoxusHook`` methods f
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, task
 
@@ -49,10 +49,12 @@ async def run_to_completion(client: NoxusAsyncClient, workflow_id: str, document
     catchup=False,
     tags=["noxus", "example"],
     doc_md=__doc__,
+    # Retries absorb transient failures; a retried Noxus task reattaches to the run it started.
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=5)},
     params={"workflow_id": Param("933e8b45-e429-5289-817c-91ea194ded42", type="string")},
 )
 def noxus_async_task() -> None:
-    @task(retries=2)
+    @task
     async def summarize_headlines(params: dict | None = None) -> list[str]:
         workflow_id = (params or {})["workflow_id"]
         async with NoxusHook("noxus_default").async_client() as client:

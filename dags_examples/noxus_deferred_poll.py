@@ -23,6 +23,10 @@ from airflow_provider_noxus.operators.noxus import NoxusRunOperator
     catchup=False,
     tags=["noxus", "example"],
     doc_md=__doc__,
+    # Retries absorb transient failures; a retried Noxus task reattaches to the run it started.
+    # "{{ params.seconds }}" renders to the number itself, not its text: the input is a number.
+    render_template_as_native_obj=True,
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=5)},
     params={
         "workflow_id": Param("e2b79f2a-980e-5748-97df-64ff4bd0c2b1", type="string"),
         "seconds": Param(3, type="number"),
@@ -36,7 +40,6 @@ def noxus_deferred_poll() -> None:
         wait_strategy="poll",
         poll_interval=1.0,
         timeout=timedelta(minutes=10),
-        retries=2,
     )
 
 

@@ -10,7 +10,7 @@ The default workflow is the emulator's ``summarize`` workflow, whose LLM node st
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, task
 
@@ -28,6 +28,8 @@ DOCUMENT = (
     catchup=False,
     tags=["noxus", "example"],
     doc_md=__doc__,
+    # Retries absorb transient failures; a retried Noxus task reattaches to the run it started.
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=5)},
     params={
         "workflow_id": Param("933e8b45-e429-5289-817c-91ea194ded42", type="string"),
         "document": Param(DOCUMENT, type="string"),
@@ -39,7 +41,6 @@ def noxus_deferred_stream() -> None:
         workflow_id="{{ params.workflow_id }}",
         inputs={"document": "{{ params.document }}"},
         wait_strategy="stream",
-        retries=2,
     )
 
     @task

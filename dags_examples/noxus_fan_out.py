@@ -11,7 +11,7 @@ created instead of starting a duplicate. A downstream task receives every output
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, task
 
@@ -24,6 +24,8 @@ from airflow_provider_noxus.operators.noxus import NoxusRunOperator
     catchup=False,
     tags=["noxus", "example"],
     doc_md=__doc__,
+    # Retries absorb transient failures; a retried Noxus task reattaches to the run it started.
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=5)},
     params={
         "workflow_id": Param("933e8b45-e429-5289-817c-91ea194ded42", type="string"),
         "document_count": Param(100, type="integer", minimum=1, maximum=1000),
@@ -43,7 +45,6 @@ def noxus_fan_out() -> None:
         workflow_id="{{ params.workflow_id }}",
         wait_strategy="poll",
         poll_interval=2.0,
-        retries=3,
     ).expand(inputs=list_documents())
 
     @task

@@ -15,7 +15,7 @@ what it received, so the three results can be compared.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from airflow.sdk import Param, dag, task
@@ -33,6 +33,8 @@ REPORT = Path(__file__).parent / "data" / "quarterly_report.txt"
     catchup=False,
     tags=["noxus", "example"],
     doc_md=__doc__,
+    # Retries absorb transient failures; a retried Noxus task reattaches to the run it started.
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=5)},
     params={
         "workflow_id": Param("d96abce2-0792-5d95-92ac-c5409382f098", type="string"),
         "document_url": Param("https://www.rfc-editor.org/rfc/rfc9110.txt", type="string"),
@@ -43,13 +45,11 @@ def noxus_file_inputs() -> None:
         task_id="from_url",
         workflow_id="{{ params.workflow_id }}",
         inputs={"document": NoxusFile.from_url("{{ params.document_url }}")},
-        retries=2,
     )
     from_path = NoxusRunOperator(
         task_id="from_path",
         workflow_id="{{ params.workflow_id }}",
         inputs={"document": NoxusFile.from_path(REPORT)},
-        retries=2,
     )
 
     @task
@@ -62,7 +62,6 @@ def noxus_file_inputs() -> None:
         task_id="from_spot",
         workflow_id="{{ params.workflow_id }}",
         inputs={"document": NoxusFile.from_spot("{{ ti.xcom_pull(task_ids='upload_report') }}")},
-        retries=2,
     )
 
     @task

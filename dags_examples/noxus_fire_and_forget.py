@@ -12,7 +12,7 @@ Set ``callback_url`` to an endpoint of yours; the demo serves one on loopback. W
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, task
 
@@ -26,6 +26,8 @@ from airflow_provider_noxus.sensors.noxus import NoxusRunSensor
     catchup=False,
     tags=["noxus", "example"],
     doc_md=__doc__,
+    # Retries absorb transient failures; a retried Noxus task reattaches to the run it started.
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=5)},
     params={
         "workflow_id": Param("20d13e9e-99b6-55bf-8486-86c046686c59", type="string"),
         "callback_url": Param("", type="string"),
@@ -38,12 +40,11 @@ def noxus_fire_and_forget() -> None:
         inputs={"text": "Please approve the release notes for version 2.0."},
         callback_url="{{ params.callback_url }}",
         wait_for_completion=False,
-        retries=2,
     )
 
     @task
-    def meanwhile(run_id: str) -> None:
-        print(f"Noxus run {run_id} is going on; other work happens here.")
+    def meanwhile(noxus_run_id: str) -> None:
+        print(f"Noxus run {noxus_run_id} is going on; other work happens here.")
 
     wait = NoxusRunSensor(
         task_id="wait_for_review",

@@ -11,7 +11,7 @@ Noxus, point the ``noxus_default`` connection at it and trigger with your own wo
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, task
 
@@ -24,6 +24,8 @@ from airflow_provider_noxus.operators.noxus import NoxusRunOperator
     catchup=False,
     tags=["noxus", "example"],
     doc_md=__doc__,
+    # Retries absorb transient failures; a retried Noxus task reattaches to the run it started.
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=5)},
     params={
         "workflow_id": Param("54a9e326-1ef6-5ba2-9955-2afb8dd09a11", type="string"),
         "text": Param("Hello from Airflow", type="string"),
@@ -35,7 +37,6 @@ def noxus_sync_endpoint() -> None:
         workflow_id="{{ params.workflow_id }}",
         inputs={"text": "{{ params.text }}"},
         use_sync_endpoint=True,
-        retries=2,
     )
 
     @task
