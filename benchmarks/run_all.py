@@ -6,7 +6,8 @@ N = 1,000 and 5,000, about 15 minutes on 2 cores. It needs apache-airflow-provid
 ``HttpSensorTrigger`` configuration) and matplotlib (the chart); when they are missing it re-runs
 itself in the benchmark virtualenv (``scripts/venv.sh 3.3.2 bench``). Results:
 ``benchmarks/results/latest.json`` (one object per configuration and N), ``latest-meta.json``
-(machine, plan, goals, emulator numbers) and ``triggers.png``.
+(machine, plan, goals, emulator numbers), ``latest.md`` (the table and goals in Markdown) and
+``triggers.png``.
 
 ``python benchmarks/run_all.py --quick``: the same harness at N = 100 with runs of 1-3 s (under a
 minute), for CI. Without providers-http or matplotlib it skips configuration 5 and the chart and says
@@ -119,6 +120,18 @@ def emulator_throughput(quick: bool) -> dict[str, Any]:
     return {"exit_code": done.returncode, "output": done.stdout}
 
 
+def measured_commit() -> str:
+    """The commit measured, with ``+changes`` when the working tree differs from it."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO)
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no", "airflow_provider_noxus"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
+
+
 def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
     import resource
@@ -147,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", type=Path, help="also record py-spy profiles of every driver here")
     args = parser.parse_args(argv)
     started = time.monotonic()
+    load_before = os.getloadavg()
+    commit = measured_commit()
 
     missing = missing_extras()
     if missing and not args.quick:
@@ -192,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "mode": "quick" if args.quick else "full",
+        "commit": commit,
         "machine": machine(),
         "plan": {
             "cases": plan.cases,
@@ -203,8 +219,11 @@ def main(argv: list[str] | None = None) -> int:
         "goals": [{"goal": goal.text, "measured": goal.measured, "met": goal.met} for goal in judged],
         "emulator_throughput": emulator,
         "duration_s": round(time.monotonic() - started),
+        "load_average_1min": {"before": load_before[0], "after": os.getloadavg()[0]},
     }
     (out / "latest-meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+    goal_lines = "\n".join(f"- {goal.line().strip()}" for goal in judged)
+    (out / "latest.md").write_text(f"{report.table(rows, markdown=True)}\n\nGoals:\n\n{goal_lines}\n")
     if "matplotlib" not in missing:
         report.chart(rows, out / "triggers.png")
     print(f"\nresults in {out} ({time.monotonic() - started:.0f} s in all)")
