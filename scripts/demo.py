@@ -157,14 +157,21 @@ def airflow_env(home: Path, emulator_url: str) -> dict[str, str]:
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-            "AIRFLOW_CONN_NOXUS_DEFAULT": json.dumps(
-                {"conn_type": "noxus", "host": emulator_url, "password": DEMO_KEY}
-            ),
-            # The demo's file server is on loopback; a real deployment gives public URLs instead.
-            "NOXUS_ALLOW_PRIVATE_FILE_URLS": "1",
+            **noxus_env(emulator_url),
         }
     )
     return env
+
+
+def noxus_env(emulator_url: str) -> dict[str, str]:
+    """The ``noxus_default`` connection to the emulator, and loopback file URLs allowed."""
+    return {
+        "AIRFLOW_CONN_NOXUS_DEFAULT": json.dumps(
+            {"conn_type": "noxus", "host": emulator_url, "password": DEMO_KEY}
+        ),
+        # The demo's file server is on loopback; a real deployment gives public URLs instead.
+        "NOXUS_ALLOW_PRIVATE_FILE_URLS": "1",
+    }
 
 
 def migrate_once(home: Path, env: dict[str, str]) -> None:
@@ -267,7 +274,9 @@ def main() -> int:
     parser.add_argument("--home", type=Path, default=Path(os.environ.get("NOXUS_DEMO_HOME", DEFAULT_HOME)))
     parser.add_argument("--port", type=int, default=int(os.environ.get("NOXUS_DEMO_PORT", "8765")))
     args = parser.parse_args()
-    # Ctrl-C raises KeyboardInterrupt; make SIGTERM unwind the same way so the servers stop.
+    # Ctrl-C raises KeyboardInterrupt (even when started in the background, where SIGINT starts ignored);
+    # SIGTERM unwinds the same way, so every server started here is stopped.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     dag_ids = args.dag_ids or sorted(path.stem for path in EXAMPLES.glob("noxus_*.py"))

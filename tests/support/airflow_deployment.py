@@ -309,6 +309,26 @@ class AirflowDeployment:
             raise AirflowDeploymentError(f"{method} {path} -> {error.code}: {detail}") from error
         return json.loads(raw) if raw else None
 
+    def wait_for_dags(self, dag_ids: Iterable[str], timeout: float = 120.0) -> None:
+        """Wait until the DAGs are parsed and known to the API (the dag-processor's first pass).
+
+        :raises AirflowDeploymentError: after ``timeout`` seconds, naming the missing DAGs and any
+            import errors.
+        """
+        wanted = set(dag_ids)
+        deadline = time.monotonic() + timeout
+        while True:
+            known = {dag["dag_id"] for page in self._pages("/api/v2/dags") for dag in page["dags"]}
+            if wanted <= known:
+                return
+            if time.monotonic() > deadline:
+                errors = self.api("GET", "/api/v2/importErrors")
+                raise AirflowDeploymentError(
+                    f"DAGs {sorted(wanted - known)} not parsed after {timeout:.0f} s; import errors: {errors}"
+                )
+            self.check_running()
+            time.sleep(1.0)
+
     def trigger_dag(self, dag_id: str, conf: Mapping[str, Any] | None = None) -> str:
         """Start a DAG run now; return its run id."""
         run = self.api(
