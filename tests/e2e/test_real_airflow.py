@@ -1,0 +1,287 @@
+"""End-to-end: the provider in a real multi-process Airflow 3 (api-server, scheduler, triggerer) on loopback.
+
+One deployment for the module (see ``conftest.py``); the tests run in file order and each starts its own
+DAG runs. Run alone with ``pytest -m e2e``. The figures (worker seconds per task) are printed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import signal
+import sqlite3
+import statistics
+import time
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_noxus._compat import AIRFLOW_V_3_0_PLUS
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not AIRFLOW_V_3_0_PLUS, reason="needs Airflow 3's api-server and task SDK"),
+]
+
+DEFERRED_MARK = "Pausing task as DEFERRED."
+ATTEMPT_LOG = re.compile(r"attempt=\d+\.log$")
+#: Worker seconds per task, filled by the tests and printed at the end of the module.
+WORKER_SECONDS: dict[str, list[float]] = {}
+
+
+# ----------------------------------------------------------------------------------------- helpers
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval: float = 1.0) -> Any:
+    """Poll ``condition`` until it returns something truthy; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def attempt_logs(airflow: Any, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> list[Path]:
+    """The task-side log files (one per try) of one task instance, trigger logs left out."""
+    folder = airflow.task_log_dir / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
+    if map_index >= 0:
+        folder = folder / f"map_index={map_index}"
+    return sorted(path for path in folder.glob("attempt=*") if ATTEMPT_LOG.search(path.name))
+
+
+def log_records(paths: Iterable[Path]) -> list[dict[str, Any]]:
+    """The JSON lines of task log files."""
+    records = []
+    for path in paths:
+        for line in path.read_text(errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                records.append(json.loads(line))
+    return records
+
+
+def worker_seconds(paths: Iterable[Path]) -> float:
+    """Time a task spent on a worker, deferral excluded.
+
+    Each time the task runner starts (first start, resume after deferral, retry) it logs
+    ``::group::Pre Execute``; a segment runs from there to the last line before the next start.
+    """
+    total = 0.0
+    for path in paths:
+        segment: list[datetime] = []
+        for record in log_records([path]):
+            stamp = datetime.fromisoformat(str(record.get("timestamp", "")).replace("Z", "+00:00"))
+            if record.get("event") == "::group::Pre Execute" and segment:
+                total += (segment[-1] - segment[0]).total_seconds()
+                segment = []
+            segment.append(stamp)
+        if segment:
+            total += (segment[-1] - segment[0]).total_seconds()
+    return total
+
+
+def went_through_deferred(paths: Iterable[Path]) -> bool:
+    return any(record.get("event", "").strip() == DEFERRED_MARK.strip() for record in log_records(paths))
+
+
+def runs_created(emulator: Any, workflow_id: str) -> int:
+    return int(emulator.control.counters()["runs_created"].get(workflow_id, 0))
+
+
+def mapped_states(airflow: Any, dag_id: str, run_id: str, task_id: str) -> dict[int, str | None]:
+    return {
+        ti["map_index"]: ti["state"]
+        for ti in airflow.task_instances(dag_id, run_id)
+        if ti["task_id"] == task_id and ti["map_index"] >= 0
+    }
+
+
+def task_instance(airflow: Any, dag_id: str, run_id: str, task_id: str) -> dict[str, Any]:
+    return next(ti for ti in airflow.task_instances(dag_id, run_id) if ti["task_id"] == task_id)
+
+
+def noxus_run_id(airflow: Any, dag_id: str, run_id: str, task_id: str) -> str:
+    """The Noxus run id the operator pushed to XCom before deferring."""
+    entries = airflow.xcom_entries(dag_id, run_id, task_id)
+    return str(next(entry["value"] for entry in entries if entry["key"] == "run_id"))
+
+
+def failure_text(airflow: Any, dag_id: str, run_id: str, task_id: str) -> str:
+    """Error lines of the task's logs (what a user reads to learn why it failed)."""
+    records = log_records(attempt_logs(airflow, dag_id, run_id, task_id))
+    lines = [
+        f"{record.get('event', '')} {record.get('error_detail', '')}"
+        for record in records
+        if record.get("level") in ("error", "critical")
+    ]
+    return "\n".join(lines)
+
+
+def record_worker_seconds(
+    label: str, airflow: Any, dag_id: str, run_id: str, task_id: str, count: int
+) -> None:
+    WORKER_SECONDS[label] = [
+        worker_seconds(attempt_logs(airflow, dag_id, run_id, task_id, index)) for index in range(count)
+    ]
+
+
+# ----------------------------------------------------------------------------------------- scenarios
+
+
+def test_fan_out_of_50_deferred_runs_creates_exactly_50(airflow: Any, emulator: Any) -> None:
+    slow = emulator.control.workflow_id("slow")
+    created_before = runs_created(emulator, slow)
+    stops_before = emulator.control.counters()["stops_total"]
+
+    run_id = airflow.trigger_dag("e2e_fan_out", {"count": 50, "seconds": 5})
+    state = airflow.wait_for_dag_run("e2e_fan_out", run_id, timeout=240)
+
+    states = mapped_states(airflow, "e2e_fan_out", run_id, "wait_for_run")
+    assert state == "success", states
+    assert sorted(states) == list(range(50))
+    assert set(states.values()) == {"success"}
+    not_deferred = [
+        index
+        for index in range(50)
+        if not went_through_deferred(attempt_logs(airflow, "e2e_fan_out", run_id, "wait_for_run", index))
+    ]
+    assert not_deferred == [], f"mapped task instances that never deferred: {not_deferred}"
+    # Retried task instances (3.3.2's spurious failures) reattached instead of creating a run again.
+    assert runs_created(emulator, slow) - created_before == 50
+    assert emulator.control.counters()["stops_total"] == stops_before
+    retried = sum(
+        1
+        for index in range(50)
+        if len(attempt_logs(airflow, "e2e_fan_out", run_id, "wait_for_run", index)) > 1
+    )
+    record_worker_seconds(
+        f"fan-out, 5 s runs ({retried} of 50 retried)", airflow, "e2e_fan_out", run_id, "wait_for_run", 50
+    )
+
+
+def test_triggerer_sigkill_while_deferred_loses_and_duplicates_nothing(
+    airflow: Any, emulator: Any, secret_keys: tuple[str, ...]
+) -> None:
+    slow = emulator.control.workflow_id("slow")
+    created_before = runs_created(emulator, slow)
+    run_id = airflow.trigger_dag("e2e_fan_out", {"count": 6, "seconds": 25})
+
+    def all_deferred_in_triggerer() -> bool:
+        tis = [
+            ti
+            for ti in airflow.task_instances("e2e_fan_out", run_id)
+            if ti["task_id"] == "wait_for_run" and ti["map_index"] >= 0
+        ]
+        return len(tis) == 6 and all(ti["state"] == "deferred" and ti["triggerer_job"] for ti in tis)
+
+    wait_until(all_deferred_in_triggerer, 120, "6 task instances deferred and picked up by the triggerer")
+    # While the triggers exist: their serialized kwargs carry the run, never the key.
+    kwargs = trigger_kwargs(airflow.db_path)
+    assert kwargs, "no trigger rows to inspect"
+    assert all(key not in text for text in kwargs for key in secret_keys)
+    assert any(slow in text for text in kwargs), "trigger kwargs unreadable: the scan would prove nothing"
+
+    airflow.kill_component("triggerer", signal.SIGKILL)
+    airflow.start_component("triggerer")
+    state = airflow.wait_for_dag_run("e2e_fan_out", run_id, timeout=180)
+
+    assert state == "success", mapped_states(airflow, "e2e_fan_out", run_id, "wait_for_run")
+    assert runs_created(emulator, slow) - created_before == 6
+    record_worker_seconds(
+        "after triggerer SIGKILL, 25 s runs", airflow, "e2e_fan_out", run_id, "wait_for_run", 6
+    )
+
+
+def trigger_kwargs(db_path: Path) -> list[str]:
+    with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)) as conn:
+        return [str(row[0]) for row in conn.execute("SELECT kwargs FROM trigger")]
+
+
+def test_marking_a_deferred_task_failed_stops_its_run(airflow: Any, emulator: Any) -> None:
+    run_id = airflow.trigger_dag("e2e_mark_failed")
+    wait_until(
+        lambda: task_instance(airflow, "e2e_mark_failed", run_id, "long_run")["state"] == "deferred",
+        120,
+        "the task to defer",
+    )
+    noxus_run = noxus_run_id(airflow, "e2e_mark_failed", run_id, "long_run")
+
+    airflow.set_task_instance_state("e2e_mark_failed", run_id, "long_run", "failed")
+
+    wait_until(lambda: emulator.control.counters()["stops"].get(noxus_run), 60, f"a stop of run {noxus_run}")
+    assert emulator.control.run(noxus_run)["status"] == "stopped"
+    assert task_instance(airflow, "e2e_mark_failed", run_id, "long_run")["state"] == "failed"
+
+
+def test_execution_timeout_stops_the_run_and_fails_clearly(airflow: Any, emulator: Any) -> None:
+    run_id = airflow.trigger_dag("e2e_execution_timeout")
+    state = airflow.wait_for_dag_run("e2e_execution_timeout", run_id, timeout=120)
+
+    assert state == "failed"
+    assert task_instance(airflow, "e2e_execution_timeout", run_id, "too_long_run")["state"] == "failed"
+    noxus_run = noxus_run_id(airflow, "e2e_execution_timeout", run_id, "too_long_run")
+    wait_until(lambda: emulator.control.counters()["stops"].get(noxus_run), 30, f"a stop of run {noxus_run}")
+    message = failure_text(airflow, "e2e_execution_timeout", run_id, "too_long_run")
+    assert noxus_run in message, message
+    assert "timeout" in message.lower(), message
+
+
+def test_wrong_api_key_fails_fast_without_a_retry_storm(
+    airflow: Any, emulator: Any, secret_keys: tuple[str, ...]
+) -> None:
+    def refused() -> int:
+        """401 answers, all endpoints together."""
+        requests = emulator.control.counters()["requests"]
+        return sum(int(by_status.get("401", 0)) for by_status in requests.values())
+
+    refused_before = refused()
+    run_id = airflow.trigger_dag("e2e_wrong_key")
+    state = airflow.wait_for_dag_run("e2e_wrong_key", run_id, timeout=120)
+
+    ti = task_instance(airflow, "e2e_wrong_key", run_id, "refused")
+    assert state == "failed"
+    assert ti["state"] == "failed"
+    # One refused request per Airflow try: the hook does not retry a 401.
+    assert refused() - refused_before == ti["try_number"] <= 3
+    message = failure_text(airflow, "e2e_wrong_key", run_id, "refused")
+    assert "401" in message or "API key" in message, message
+    assert not any(key in message for key in secret_keys)
+
+
+def test_no_secret_in_logs_database_xcom_or_rendered_fields(
+    airflow: Any, secret_keys: tuple[str, ...]
+) -> None:
+    scanned = [path for path in airflow.log_dir.rglob("*") if path.is_file()]
+    scanned += sorted(airflow.db_path.parent.glob(airflow.db_path.name + "*"))
+    assert any("triggerer" in path.name for path in scanned)
+    assert any(".trigger." in path.name for path in scanned), "no trigger log to scan"
+    hits = [
+        f"{path}: {key[:8]}..."
+        for path in scanned
+        for key in secret_keys
+        if key.encode() in path.read_bytes()
+    ]
+    assert hits == []
+
+    for dag_id in ("e2e_fan_out", "e2e_mark_failed", "e2e_execution_timeout", "e2e_wrong_key"):
+        for run in airflow.api("GET", f"/api/v2/dags/{dag_id}/dagRuns")["dag_runs"]:
+            for ti in airflow.task_instances(dag_id, run["dag_run_id"]):
+                text = repr(ti["rendered_fields"]) + repr(
+                    airflow.xcom_entries(dag_id, run["dag_run_id"], ti["task_id"])
+                )
+                assert not any(key in text for key in secret_keys), f"{dag_id}.{ti['task_id']}"
+
+
+def test_print_worker_seconds_per_task(capsys: pytest.CaptureFixture[str]) -> None:
+    """Worker time per Noxus task, deferral excluded: small whatever the run's length."""
+    assert WORKER_SECONDS, "the scenarios above recorded nothing"
+    with capsys.disabled():
+        print("\nworker seconds per task (deferral excluded): median / max")
+        for label, values in WORKER_SECONDS.items():
+            print(f"  {label}: {statistics.median(values):.2f} / {max(values):.2f} over {len(values)} tasks")
