@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.airflow_deployment import AirflowDeployment
 
-REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:  # `tests.support` is imported from the repository root
-    sys.path.insert(0, str(REPO))
-
-from airflow_provider_noxus.emulator import EmulatorServer  # noqa: E402
-from tests.support.airflow_deployment import AirflowDeployment  # noqa: E402
+from airflow_provider_noxus.emulator import EmulatorServer
 
 E2E_DAGS = Path(__file__).resolve().parent / "dags"
 #: Distinctive API keys: the secret scan looks for them everywhere Airflow writes.

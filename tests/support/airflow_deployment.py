@@ -64,8 +64,7 @@ class AirflowDeployment:
     :param env: extra environment for every component (connections, variables, settings); it wins over
         the harness defaults.
     :param components: which long-running components to start, among :data:`ALL_COMPONENTS`. Without
-        ``dag-processor`` the DAGs are serialized once with ``airflow dags reserialize`` (when a scheduler
-        runs).
+        ``dag-processor`` the DAGs are serialized once with ``airflow dags reserialize``.
     :param log_dir: where component output (``<component>.log``) and task logs (``tasks/``) go;
         default ``<home>/logs``.
     :param port: api-server port; default a free one.
@@ -161,7 +160,7 @@ class AirflowDeployment:
         self.task_log_dir.mkdir(parents=True, exist_ok=True)
         atexit.register(self.stop)
         self.airflow_cli("db", "migrate")
-        if "scheduler" in self.components and "dag-processor" not in self.components:
+        if "dag-processor" not in self.components:
             self.airflow_cli("dags", "reserialize")
         for component in self.components:
             self.start_component(component)
