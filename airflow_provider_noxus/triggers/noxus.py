@@ -28,7 +28,9 @@ from airflow_provider_noxus.protocol import NoxusRunStatus, RetryPolicy, RunEven
 WAIT_STRATEGIES = ("stream", "poll", "auto")
 HUMAN_FEEDBACK_ACTIONS = ("wait", "fail")
 #: ``auto`` streams while fewer triggers than this follow an event stream in this process, else polls.
-AUTO_STREAM_MAX_CONCURRENT = 200
+#: An open stream holds one of the hook's shared pool connections (100 per host) for the run's whole
+#: life: half the pool at most, so that polls keep the other half (see BENCHMARKS.md).
+AUTO_STREAM_MAX_CONCURRENT = 50
 #: Consecutive event-stream failures (errors, or drops with no new frame) before falling back to polling.
 STREAM_FAILURES_BEFORE_POLLING = MAX_STREAM_FAILURES
 #: Longest wait between two attempts after a transient error.
