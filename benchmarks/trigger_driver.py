@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -39,6 +40,9 @@ HTTP_CONN_ID = "http_bench"
 PROBE_PERIOD_S = 0.1
 #: Connections of the raw shared session, as the hook's shared pool.
 RAW_POOL_LIMIT = 100
+#: Lags above this are kept with their time, to tell start-up stalls from steady-state ones.
+LAG_SPIKE_S = 0.05
+MAX_LAG_SPIKES = 200
 #: Error messages kept in the result (the count is always complete).
 MAX_ERROR_EXAMPLES = 5
 
@@ -48,6 +52,9 @@ class Measurements:
     """What the driver records while the waiters run."""
 
     lags_s: list[float] = field(default_factory=list)
+    lag_spikes: list[tuple[float, float]] = field(default_factory=list)
+    gc_pauses_s: list[float] = field(default_factory=list)
+    objects_per_run: float | None = None
     peak_rss_kb: int = 0
     peak_fds: int = 0
     connections_opened: int = 0
@@ -112,6 +119,21 @@ def quiet_logging(measurements: Measurements) -> None:
     )
 
 
+def time_full_collections(measurements: Measurements) -> None:
+    """Record how long each full (generation 2) garbage collection holds the loop."""
+    started: list[float] = []
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if info.get("generation") != 2:
+            return
+        if phase == "start":
+            started[:] = [time.perf_counter()]
+        elif started:
+            measurements.gc_pauses_s.append(time.perf_counter() - started[0])
+
+    gc.callbacks.append(on_gc)
+
+
 def count_connections(loop: asyncio.AbstractEventLoop, measurements: Measurements) -> None:
     """Count every TCP connection the loop opens (aiohttp opens them all through this method)."""
     create_connection = loop.create_connection
@@ -126,10 +148,14 @@ def count_connections(loop: asyncio.AbstractEventLoop, measurements: Measurement
 async def probe(measurements: Measurements, stop: asyncio.Event) -> None:
     """Event-loop lag (how late a 0.1 s sleep wakes), and the peaks of RSS and open files."""
     samples = 0
+    began = time.monotonic()
     while not stop.is_set():
         started = time.monotonic()
         await asyncio.sleep(PROBE_PERIOD_S)
-        measurements.lags_s.append(max(0.0, time.monotonic() - started - PROBE_PERIOD_S))
+        lag = max(0.0, time.monotonic() - started - PROBE_PERIOD_S)
+        measurements.lags_s.append(lag)
+        if lag > LAG_SPIKE_S and len(measurements.lag_spikes) < MAX_LAG_SPIKES:
+            measurements.lag_spikes.append((round(started - began, 2), round(lag * 1000, 1)))
         samples += 1
         if samples % 5 == 0:
             measurements.peak_rss_kb = max(measurements.peak_rss_kb, rss_kb())
@@ -265,12 +291,24 @@ async def run_triggers(
 
     try:
         await launch_spread(run_ids, spread, lambda index, run_id: drive(index + 1, run_id), tasks)
+        await count_objects(len(run_ids), measurements)
         await asyncio.gather(*tasks)
     finally:
         runner.stop = True
         watchdog.cancel()
         for task in tasks:
             task.cancel()
+
+
+#: Objects tracked by the collector before the first waiter (set by :func:`main` when asked for).
+OBJECTS_BEFORE: list[int] = []
+
+
+async def count_objects(n: int, measurements: Measurements) -> None:
+    """Objects the collector tracks per waiting run, once all have started (only with --count-objects)."""
+    if OBJECTS_BEFORE:
+        await asyncio.sleep(1.0)
+        measurements.objects_per_run = (len(gc.get_objects()) - OBJECTS_BEFORE[0]) / n
 
 
 async def launch_spread(
@@ -291,6 +329,7 @@ async def launch_spread(
 async def measure(args: argparse.Namespace, run_ids: list[str], measurements: Measurements) -> dict[str, Any]:
     """Run every waiter of the configuration; the CPU, RSS, lag and connection numbers of that span."""
     count_connections(asyncio.get_running_loop(), measurements)
+    time_full_collections(measurements)
     stop_probe = asyncio.Event()
     probe_task = asyncio.create_task(probe(measurements, stop_probe))
     rss_before = rss_kb()
@@ -323,7 +362,11 @@ async def measure(args: argparse.Namespace, run_ids: list[str], measurements: Me
         "lag_p50_ms": percentile(measurements.lags_s, 0.5) * 1000,
         "lag_p99_ms": percentile(measurements.lags_s, 0.99) * 1000,
         "lag_max_ms": max(measurements.lags_s, default=0.0) * 1000,
+        "lag_spikes_ms": measurements.lag_spikes,
         "blocked_warnings": measurements.blocked_warnings,
+        "objects_per_run": measurements.objects_per_run,
+        "full_gc_count": len(measurements.gc_pauses_s),
+        "full_gc_max_ms": max(measurements.gc_pauses_s, default=0.0) * 1000,
         "connections_opened": measurements.connections_opened,
         "errors": measurements.errors,
         "error_examples": measurements.error_examples,
@@ -341,6 +384,7 @@ async def run_raw(args: argparse.Namespace, run_ids: list[str], measurements: Me
             lambda _index, run_id: poll_run(get_status, run_id, args.interval, measurements),
             tasks,
         )
+        await count_objects(len(run_ids), measurements)
         await asyncio.gather(*tasks)
     finally:
         for task in tasks:
@@ -383,6 +427,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spread", type=float, default=5.0, help="seconds over which waiters start")
     parser.add_argument("--give-up-after", type=float, default=600.0, help="seconds before giving up")
     parser.add_argument("--result-file", required=True, help="where the measurements go (JSON)")
+    parser.add_argument(
+        "--count-objects", action="store_true", help="count the collector's objects per run (costs CPU once)"
+    )
+    parser.add_argument(
+        "--gc-freeze", action="store_true", help="gc.freeze() after the imports (not what a triggerer does)"
+    )
     args = parser.parse_args(argv)
 
     measurements = Measurements()
@@ -391,6 +441,11 @@ def main(argv: list[str] | None = None) -> int:
     quiet_logging(measurements)
     import aiohttp  # noqa: F401  (imported before the baseline, in every configuration)
 
+    if args.gc_freeze:
+        gc.collect()
+        gc.freeze()
+    if args.count_objects:
+        OBJECTS_BEFORE.append(len(gc.get_objects()))
     print("ready", flush=True)
     run_ids = json.loads(sys.stdin.readline())
     result = asyncio.run(measure(args, run_ids, measurements))

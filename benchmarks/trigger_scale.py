@@ -12,8 +12,9 @@ they end at random times. What each row holds:
 - ``cpu_s``: user+sys CPU of the driver process while it waited; ``cpu_per_check_us`` and
   ``cpu_per_run_ms`` divide it;
 - ``rss_per_run_kb``: (peak RSS - RSS before the first waiter) / N;
-- ``lag_*_ms``: how late a 0.1 s sleep woke on the driver's loop; ``blocked_warnings``: the
-  triggerer watchdog's warnings (a stall over 0.2 s);
+- ``lag_*_ms``: how late a 0.1 s sleep woke on the driver's loop; ``lag_spikes_ms``: [seconds
+  since the first waiter started, lag] of each lag over 50 ms; ``blocked_warnings``: the triggerer
+  watchdog's warnings (a stall over 0.2 s); ``full_gc_*``: full garbage collections and the longest;
 - ``wake_*_ms``: from the run's ``finished_at`` (emulator clock, same machine) to the event;
 - ``connections_opened``: TCP connections the driver opened; ``peak_fds``: its open files at peak;
 - ``errors``: failed waits, non-2xx answers from the emulator, unreadable upstream reads of the proxy.
@@ -70,6 +71,8 @@ class Plan:
     :param interval: seconds between two status checks of one waiter.
     :param spread: seconds over which the waiters start.
     :param profile_dir: sample each driver with py-spy into this directory (collapsed stacks, CPU only).
+    :param gc_freeze: move everything the driver imported out of the garbage collector's reach first.
+    :param count_objects: count the collector's objects per waiting run (a diagnostic: costs CPU once).
     """
 
     cases: tuple[tuple[str, int], ...]
@@ -78,6 +81,8 @@ class Plan:
     spread: float
     seed: int = 20261128
     profile_dir: Path | None = None
+    gc_freeze: bool = False
+    count_objects: bool = False
 
 
 def admin_request(base_url: str, method: str, path: str) -> Any:
@@ -228,6 +233,8 @@ def run_case(
     args += ["--give-up-after", str(give_up_after), "--result-file", str(result_path)]
     if proxy_url:
         args += ["--proxy-url", proxy_url]
+    args += ["--gc-freeze"] if plan.gc_freeze else []
+    args += ["--count-objects"] if plan.count_objects else []
     if plan.profile_dir is not None:
         py_spy = str(Path(sys.executable).with_name("py-spy"))
         profile = str(plan.profile_dir / f"{config}-{n}.txt")
@@ -301,6 +308,10 @@ def summarize(
         "lag_p99_ms": round(driven["lag_p99_ms"], 1),
         "lag_max_ms": round(driven["lag_max_ms"], 1),
         "blocked_warnings": driven["blocked_warnings"],
+        "lag_spikes_ms": driven["lag_spikes_ms"],
+        "objects_per_run": driven["objects_per_run"],
+        "full_gc_count": driven["full_gc_count"],
+        "full_gc_max_ms": round(driven["full_gc_max_ms"], 1),
         "wake_p50_ms": round(wake_p50, 1) if wake_p50 is not None else None,
         "wake_p99_ms": round(wake_p99, 1) if wake_p99 is not None else None,
         "connections_opened": driven["connections_opened"],
@@ -341,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-seconds", type=float, default=90.0)
     parser.add_argument("--interval", type=float, default=5.0)
     parser.add_argument("--profile", type=Path, help="directory for py-spy profiles of the drivers")
+    parser.add_argument("--gc-freeze", action="store_true", help="gc.freeze() in the drivers after imports")
+    parser.add_argument("--count-objects", action="store_true", help="count objects per run (diagnostic)")
     args = parser.parse_args(argv)
     configs = args.config or ["poll", "raw_shared"]
     plan = Plan(
@@ -349,10 +362,12 @@ def main(argv: list[str] | None = None) -> int:
         interval=args.interval,
         spread=args.interval,
         profile_dir=args.profile,
+        gc_freeze=args.gc_freeze,
+        count_objects=args.count_objects,
     )
     rows = run_plan(plan)
     for row in rows:
-        print(json.dumps({key: value for key, value in row.items() if key != "error_examples"}))
+        print(json.dumps(row))
     return 1 if any(row["errors"] for row in rows) else 0
 
 
