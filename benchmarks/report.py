@@ -21,6 +21,8 @@ COLUMNS = (
     ("lag p50", "lag_p50_ms", "{:.1f}"),
     ("lag p99", "lag_p99_ms", "{:.1f}"),
     ("lag max", "lag_max_ms", "{:.0f}"),
+    ("full GCs", "full_gc_count", "{}"),
+    ("GC max", "full_gc_max_ms", "{:.0f}"),
     ("wake p50", "wake_p50_ms", "{:.0f}"),
     ("wake p99", "wake_p99_ms", "{:.0f}"),
     ("conns", "connections_opened", "{}"),
