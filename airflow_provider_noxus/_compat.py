@@ -17,14 +17,16 @@ AIRFLOW_V_3_0_PLUS = Version("3.0.0") <= AIRFLOW_VERSION
 AIRFLOW_V_3_3_PLUS = Version("3.3.0") <= AIRFLOW_VERSION
 
 if AIRFLOW_V_3_0_PLUS:
-    from airflow.sdk import BaseHook, BaseOperator, BaseOperatorLink, BaseSensorOperator
+    from airflow.sdk import BaseHook, BaseOperator, BaseOperatorLink, BaseSensorOperator, PokeReturnValue
     from airflow.sdk.bases.xcom import BaseXCom as XCom
+    from airflow.sdk.exceptions import AirflowFailException
 else:  # Airflow 2.11
+    from airflow.exceptions import AirflowFailException  # type: ignore[no-redef]
     from airflow.hooks.base import BaseHook  # type: ignore[no-redef,attr-defined]
     from airflow.models.baseoperator import BaseOperator  # type: ignore[no-redef]
     from airflow.models.baseoperatorlink import BaseOperatorLink  # type: ignore[no-redef]
     from airflow.models.xcom import XCom  # type: ignore[no-redef]
-    from airflow.sensors.base import BaseSensorOperator  # type: ignore[no-redef]
+    from airflow.sensors.base import BaseSensorOperator, PokeReturnValue  # type: ignore[no-redef]
 
 if TYPE_CHECKING:  # type-checked against Airflow 3; on 2.11 the same names are duck-typed alike
     from airflow.sdk import Connection, Context
@@ -70,6 +72,7 @@ async def amask_secret(value: Any) -> None:
 __all__ = [
     "AIRFLOW_V_3_0_PLUS",
     "AIRFLOW_V_3_3_PLUS",
+    "AirflowFailException",
     "BaseHook",
     "BaseOperator",
     "BaseOperatorLink",
@@ -77,6 +80,7 @@ __all__ = [
     "BaseTrigger",
     "Connection",
     "Context",
+    "PokeReturnValue",
     "TriggerEvent",
     "XCom",
     "aget_connection",

@@ -3,6 +3,10 @@
 Every message names what a person needs to act: the endpoint, the HTTP status, the server's
 ``detail``, the request id when the server gave one, and the run and workflow ids when known.
 No message ever holds the API key or a whole response body.
+
+Errors that trying again cannot mend (a refused key, a missing workflow, refused inputs, a bad
+connection setting, an unusable file, an output over the limit) also derive from Airflow's
+``AirflowFailException``: the task fails at once instead of spending its retries on them.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from airflow.exceptions import AirflowException
+
+from airflow_provider_noxus._compat import AirflowFailException
 
 #: Longest ``detail`` text copied into a message; the rest is cut with a marker.
 MAX_DETAIL_CHARS = 500
@@ -85,15 +91,15 @@ class NoxusApiError(NoxusError):
         super().__init__(message, **kwargs)
 
 
-class NoxusBadRequestError(NoxusApiError):
+class NoxusBadRequestError(NoxusApiError, AirflowFailException):
     """400: the request is malformed; sending it again will fail again."""
 
 
-class NoxusAuthError(NoxusApiError):
+class NoxusAuthError(NoxusApiError, AirflowFailException):
     """401 or 403: the API key is missing, wrong or lacks rights."""
 
 
-class NoxusNotFoundError(NoxusApiError):
+class NoxusNotFoundError(NoxusApiError, AirflowFailException):
     """404: the workflow, run or file does not exist in the key's workspace."""
 
 
@@ -101,11 +107,11 @@ class NoxusConflictError(NoxusApiError):
     """409: the request conflicts with the current state of the resource."""
 
 
-class NoxusValidationError(NoxusApiError):
+class NoxusValidationError(NoxusApiError, AirflowFailException):
     """422: the server refused the request body (inputs, callback URL, file URI...)."""
 
 
-class NoxusPayloadTooLargeError(NoxusApiError):
+class NoxusPayloadTooLargeError(NoxusApiError, AirflowFailException):
     """413: an upload or inline file is over the server's size cap."""
 
 
@@ -142,7 +148,7 @@ class NoxusTLSError(NoxusTransportError):
         super().__init__(message, **kwargs)
 
 
-class NoxusConfigurationError(NoxusError, ValueError):
+class NoxusConfigurationError(NoxusError, ValueError, AirflowFailException):
     """The Noxus connection or an argument is set wrong (bad base URL, bad extra value...)."""
 
 
@@ -167,9 +173,9 @@ class NoxusRunTimeoutError(NoxusRunError):
     """The wait for a run passed its deadline; the run was asked to stop."""
 
 
-class NoxusFileInputError(NoxusError, ValueError):
+class NoxusFileInputError(NoxusError, ValueError, AirflowFailException):
     """A file input cannot be sent: missing file, over the size cap, or a refused URL."""
 
 
-class NoxusOutputTooLargeError(NoxusRunError):
+class NoxusOutputTooLargeError(NoxusRunError, AirflowFailException):
     """A run's output is over the size that may be returned into XCom."""

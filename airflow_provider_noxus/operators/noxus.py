@@ -175,7 +175,7 @@ class NoxusRunWaitMixin:
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         """Resume after :class:`NoxusRunTrigger` fired: return the output or raise."""
         run_id = str(event["run_id"])
-        self.log.info("Noxus run %s: %s", run_id, event.get("message"))
+        self.log.info("%s", event.get("message"))
         status = event.get("status")
         if status == EVENT_TIMEOUT:
             self.fail_timeout(run_id, event.get("run_status"))
@@ -264,10 +264,18 @@ class NoxusRunWaitMixin:
         raise self.run_error(
             NoxusRunTimeoutError,
             run_id,
-            f"The Noxus run was still {run_status or 'running'} at the wait's deadline (timeout="
-            f"{_seconds(self.timeout)} s, execution_timeout={self.execution_timeout}); it was {action}.",
+            f"The Noxus run was still {run_status or 'running'} at the wait's deadline "
+            f"({self._limits_text()}); it was {action}.",
             status=run_status,
         )
+
+    def _limits_text(self) -> str:
+        limits = []
+        if self.timeout is not None:
+            limits.append(f"timeout={_seconds(self.timeout):g} s")
+        if self.execution_timeout:
+            limits.append(f"execution_timeout={self.execution_timeout}")
+        return ", ".join(limits) or "no limit set"
 
     def fail_feedback(self, run_id: str) -> Any:
         self.stop_run(run_id, "paused for human feedback with on_human_feedback='fail'")

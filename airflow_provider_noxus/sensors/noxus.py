@@ -5,17 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_noxus._compat import AIRFLOW_V_3_0_PLUS, BaseSensorOperator
+from airflow_provider_noxus._compat import BaseSensorOperator, PokeReturnValue
 from airflow_provider_noxus.hooks.noxus import NoxusHook
 from airflow_provider_noxus.links.noxus import NoxusRunLink
 from airflow_provider_noxus.operators.noxus import DEFAULT_MAX_OUTPUT_BYTES, NoxusRunWaitMixin
 from airflow_provider_noxus.protocol import TERMINAL_STATUSES, NoxusRunStatus
 from airflow_provider_noxus.triggers.noxus import validate_wait_options
-
-if AIRFLOW_V_3_0_PLUS:
-    from airflow.sdk import PokeReturnValue
-else:  # Airflow 2.11
-    from airflow.sensors.base import PokeReturnValue  # type: ignore[no-redef]
 
 if TYPE_CHECKING:
     from airflow_provider_noxus._compat import Context

@@ -17,8 +17,9 @@ from support.noxus_tasks import (
     use_fast_connection,
 )
 
-from airflow_provider_noxus._compat import AIRFLOW_V_3_3_PLUS
+from airflow_provider_noxus._compat import AIRFLOW_V_3_3_PLUS, AirflowFailException
 from airflow_provider_noxus.exceptions import (
+    NoxusAuthError,
     NoxusOutputTooLargeError,
     NoxusRunError,
     NoxusRunTimeoutError,
@@ -193,6 +194,21 @@ def test_wrong_inputs_fail_at_creation_naming_the_input(emu: Any) -> None:
     with pytest.raises(NoxusValidationError, match="txet"):
         task.execute(make_context())
     assert counters(emu)["runs_created_total"] == 0
+
+
+def test_refused_requests_fail_the_task_without_spending_its_retries(
+    emu: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wrong key or refused inputs will fail again on every try: Airflow must not retry them."""
+    use_fast_connection(monkeypatch, emu, password="not-the-key")
+    with pytest.raises(NoxusAuthError) as wrong_key:
+        operator(emu, "echo", {"text": "hi"}).execute(make_context())
+    use_fast_connection(monkeypatch, emu)
+    with pytest.raises(NoxusValidationError) as wrong_input:
+        operator(emu, "echo", {"txet": "typo"}).execute(make_context())
+    for raised in (wrong_key.value, wrong_input.value):
+        assert isinstance(raised, AirflowFailException)
+    assert counters(emu)["requests"]["create_run"] == {"401": 1, "422": 1}
 
 
 def test_output_over_the_limit_says_how_to_get_it(emu: Any) -> None:

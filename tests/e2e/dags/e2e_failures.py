@@ -2,7 +2,7 @@
 
 - ``e2e_mark_failed``: a long run; the test marks the deferred task failed through the REST API.
 - ``e2e_execution_timeout``: a run longer than the task's ``execution_timeout``.
-- ``e2e_wrong_key``: a connection whose API key the server refuses (retries on, to count requests).
+- ``e2e_wrong_key``: a connection whose API key the server refuses (retries on, to show none is spent).
 """
 
 from __future__ import annotations
