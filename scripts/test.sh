@@ -20,6 +20,7 @@ af2="$(bash scripts/venv.sh 2.11.2)" || exit 1
 bash scripts/browser-deps.sh || failed+=("browser dependencies")
 
 artifacts="$repo/artifacts"
+export NOXUS_E2E_LOG_DIR="${NOXUS_E2E_LOG_DIR:-$artifacts/e2e-logs}"
 mkdir -p "$artifacts"
 
 step "ruff"
