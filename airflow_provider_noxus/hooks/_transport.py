@@ -41,7 +41,7 @@ from airflow_provider_noxus.exceptions import (
 CONNECT_TIMEOUT_S = 10.0
 #: Bytes of an error response read to build its message; the rest is never read.
 MAX_ERROR_BODY_BYTES = 64 * 1024
-#: Connections of one shared aiohttp session to one host. An open event stream holds one.
+#: Connections of the shared request pool to one host (status reads, creates, stops...).
 POOL_LIMIT_PER_HOST = 100
 #: Seconds an idle pooled connection is kept open for reuse.
 KEEPALIVE_S = 30.0
@@ -430,30 +430,47 @@ def default_ssl_context() -> ssl.SSLContext:
 
 
 @dataclass
-class _SharedSession:
-    session: aiohttp.ClientSession
+class SharedPool:
+    """The two aiohttp sessions shared by every client of one (loop, base URL, TLS setting).
+
+    :param requests: short requests, on a pool of at most :data:`POOL_LIMIT_PER_HOST` connections.
+    :param streams: event streams and downloads, one connection each for as long as they last, with
+        no limit: a bounded pool would make the stream past the limit wait for a whole run to end,
+        and would starve the short requests behind them.
+    """
+
+    requests: aiohttp.ClientSession
+    streams: aiohttp.ClientSession
     users: int = 0
+
+    @property
+    def closed(self) -> bool:
+        return self.requests.closed or self.streams.closed
+
+    async def close(self) -> None:
+        await asyncio.gather(self.requests.close(), self.streams.close())
 
 
 class SharedSessions:
-    """Reference-counted ``aiohttp.ClientSession`` objects, one per (loop, base URL, TLS setting).
+    """Reference-counted :class:`SharedPool` objects, one per (loop, base URL, TLS setting).
 
-    The first user of a key creates the session, the last one closes it. Loops are held weakly,
+    The first user of a key creates the pool, the last one closes it. Loops are held weakly,
     so a loop that is gone takes its table with it.
     """
 
     def __init__(self) -> None:
         self._by_loop: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, dict[tuple[str, bool], _SharedSession]
+            asyncio.AbstractEventLoop, dict[tuple[str, bool], SharedPool]
         ] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
         self._closing: set[asyncio.Future[None]] = set()
 
     @staticmethod
-    def _new_session(verify_ssl: bool) -> aiohttp.ClientSession:
+    def _new_session(verify_ssl: bool, limit: int) -> aiohttp.ClientSession:
+        """A session whose connector holds at most ``limit`` connections (0: no limit)."""
         connector = aiohttp.TCPConnector(
-            limit=POOL_LIMIT_PER_HOST,
-            limit_per_host=POOL_LIMIT_PER_HOST,
+            limit=limit,
+            limit_per_host=limit,
             keepalive_timeout=KEEPALIVE_S,
             ssl=default_ssl_context() if verify_ssl else False,
         )
@@ -468,30 +485,32 @@ class SharedSessions:
             session._retry_connection = False
         return session
 
-    def sessions(self) -> dict[tuple[str, bool], aiohttp.ClientSession]:
-        """The open shared sessions of the running loop, by (base URL, TLS setting)."""
+    def pools(self) -> dict[tuple[str, bool], SharedPool]:
+        """The open shared pools of the running loop, by (base URL, TLS setting)."""
         with self._lock:
-            table = self._by_loop.get(asyncio.get_running_loop(), {})
-            return {key: entry.session for key, entry in table.items()}
+            return dict(self._by_loop.get(asyncio.get_running_loop(), {}))
 
     @contextlib.asynccontextmanager
-    async def use(self, base_url: str, verify_ssl: bool) -> AsyncIterator[aiohttp.ClientSession]:
-        """Take a reference on the shared session for the key; release it on every exit path."""
+    async def use(self, base_url: str, verify_ssl: bool) -> AsyncIterator[SharedPool]:
+        """Take a reference on the shared pool for the key; release it on every exit path."""
         loop = asyncio.get_running_loop()
         key = (base_url, verify_ssl)
         with self._lock:
             table = self._by_loop.setdefault(loop, {})
             entry = table.get(key)
-            if entry is None or entry.session.closed:
-                entry = table[key] = _SharedSession(self._new_session(verify_ssl))
+            if entry is None or entry.closed:
+                entry = table[key] = SharedPool(
+                    requests=self._new_session(verify_ssl, POOL_LIMIT_PER_HOST),
+                    streams=self._new_session(verify_ssl, 0),
+                )
             entry.users += 1
         try:
-            yield entry.session
+            yield entry
         finally:
             await self._release(loop, key, entry)
 
     async def _release(
-        self, loop: asyncio.AbstractEventLoop, key: tuple[str, bool], entry: _SharedSession
+        self, loop: asyncio.AbstractEventLoop, key: tuple[str, bool], entry: SharedPool
     ) -> None:
         with self._lock:
             entry.users -= 1
@@ -501,7 +520,7 @@ class SharedSessions:
             if table.get(key) is entry:
                 del table[key]
         # Shielded: a cancelled last user still closes the session (the task is kept referenced).
-        closing = asyncio.ensure_future(entry.session.close())
+        closing = asyncio.ensure_future(entry.close())
         self._closing.add(closing)
         closing.add_done_callback(self._closing.discard)
         await asyncio.shield(closing)
@@ -511,18 +530,19 @@ SHARED_SESSIONS = SharedSessions()
 
 
 class AsyncTransport:
-    """Sends requests on a shared ``aiohttp.ClientSession``; the API key goes in each request.
+    """Sends requests on shared aiohttp sessions; the API key goes in each request.
 
     :param settings: the connection.
-    :param session: the shared session (owned by :data:`SHARED_SESSIONS`, not closed here).
+    :param pool: the shared sessions (owned by :data:`SHARED_SESSIONS`, not closed here).
     :param sleep: how to wait between attempts (``asyncio.sleep``; tests inject a recorder).
     """
 
     def __init__(
-        self, settings: NoxusConnectionSettings, session: aiohttp.ClientSession, *, sleep: AsyncSleep
+        self, settings: NoxusConnectionSettings, pool: SharedPool, *, sleep: AsyncSleep
     ) -> None:
         self.settings = settings
-        self.session = session
+        self.session = pool.requests
+        self.stream_session = pool.streams
         self._sleep = sleep
         self._headers = {"X-API-Key": settings.api_key}
 
@@ -550,7 +570,8 @@ class AsyncTransport:
         """One attempt: the response of a 2xx, its body not read yet; else the typed error."""
         timeout = read_timeout(request, self.settings)
         try:
-            response = await self.session.request(
+            session = self.stream_session if request.stream else self.session
+            response = await session.request(
                 request.method,
                 protocol.build_url(self.settings.base_url, request),
                 params=dict(request.params),

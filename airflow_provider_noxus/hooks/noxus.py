@@ -491,14 +491,14 @@ class NoxusHook(BaseHook):
     @contextlib.asynccontextmanager
     async def async_client(self) -> AsyncIterator[NoxusAsyncClient]:
         """``async with hook.async_client() as client:``: the connection read without blocking, and
-        a reference on the aiohttp session shared per (event loop, base URL, TLS setting), released
+        a reference on the aiohttp sessions shared per (event loop, base URL, TLS setting), released
         on every exit.
         """
         conn = await aget_connection(self.noxus_conn_id)
         settings = settings_from_connection(conn, retry_policy=self._retry_policy)
         await amask_secret(settings.api_key)
-        async with SHARED_SESSIONS.use(settings.base_url, settings.verify_ssl) as session:
-            yield NoxusAsyncClient(AsyncTransport(settings, session, sleep=self._async_sleep))
+        async with SHARED_SESSIONS.use(settings.base_url, settings.verify_ssl) as pool:
+            yield NoxusAsyncClient(AsyncTransport(settings, pool, sleep=self._async_sleep))
 
 
 class NoxusAsyncClient:

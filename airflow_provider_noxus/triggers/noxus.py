@@ -28,9 +28,26 @@ from airflow_provider_noxus.protocol import NoxusRunStatus, RetryPolicy, RunEven
 WAIT_STRATEGIES = ("stream", "poll", "auto")
 HUMAN_FEEDBACK_ACTIONS = ("wait", "fail")
 #: ``auto`` streams while fewer triggers than this follow an event stream in this process, else polls.
-#: An open stream holds one of the hook's shared pool connections (100 per host) for the run's whole
-#: life: half the pool at most, so that polls keep the other half (see BENCHMARKS.md).
-AUTO_STREAM_MAX_CONCURRENT = 50
+#: Streaming wakes within milliseconds and costs less CPU per run than polling, but holds one socket
+#: (a file descriptor here and a connection on the server) per run for the run's whole life; 500
+#: streams and the request pool fit a default-capacity triggerer (1,000 triggers) under a common
+#: 1,024 open-files limit. See BENCHMARKS.md, "The decision for auto".
+AUTO_STREAM_MAX_CONCURRENT = 500
+
+
+def auto_stream_limit() -> int:
+    """How many triggers of this process ``auto`` lets stream: :data:`AUTO_STREAM_MAX_CONCURRENT`, and
+    never more than half the process's open-files limit."""
+    try:
+        import resource
+
+        soft_limit, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return AUTO_STREAM_MAX_CONCURRENT
+    if soft_limit == resource.RLIM_INFINITY:
+        return AUTO_STREAM_MAX_CONCURRENT
+    return max(0, min(AUTO_STREAM_MAX_CONCURRENT, soft_limit // 2))
+
 #: Consecutive event-stream failures (errors, or drops with no new frame) before falling back to polling.
 STREAM_FAILURES_BEFORE_POLLING = MAX_STREAM_FAILURES
 #: Longest wait between two attempts after a transient error.
@@ -189,7 +206,7 @@ class NoxusRunTrigger(BaseTrigger):
     :param poll_interval: seconds between status checks when polling.
     :param wait_strategy: ``stream`` (follow the run's event stream, falling back to polling when
         streaming keeps failing), ``poll``, or ``auto`` (stream while fewer than
-        :data:`AUTO_STREAM_MAX_CONCURRENT` triggers of this process stream, else poll).
+        :func:`auto_stream_limit` triggers of this process stream, else poll).
     :param last_event_id: event-stream id to resume after.
     :param on_human_feedback: ``wait`` keeps waiting while the run awaits human feedback; ``fail``
         ends the wait with a ``failed`` event.
@@ -314,7 +331,7 @@ class NoxusRunTrigger(BaseTrigger):
 
     async def _wait(self, client: NoxusAsyncClient) -> dict[str, Any]:
         streaming = self.wait_strategy != "poll" and StreamingTriggers.acquire(
-            limit=AUTO_STREAM_MAX_CONCURRENT if self.wait_strategy == "auto" else None
+            limit=auto_stream_limit() if self.wait_strategy == "auto" else None
         )
         stream_failures = 0
         transient_errors = 0

@@ -103,13 +103,13 @@ async def test_clients_share_one_session_closed_with_the_last(make_hook: Any) ->
         async with second_hook.async_client() as second:
             session = first._transport.session
             assert second._transport.session is session
-            assert list(_transport.SHARED_SESSIONS.sessions().values()) == [session]
+            assert [pool.requests for pool in _transport.SHARED_SESSIONS.pools().values()] == [session]
             await first.a_get_me()
             await second.a_get_me()
         assert not session.closed, "closed while a client still uses it"
         await first.a_get_me()
     assert session.closed
-    assert _transport.SHARED_SESSIONS.sessions() == {}
+    assert _transport.SHARED_SESSIONS.pools() == {}
 
 
 async def test_a_new_session_after_the_last_client_left(hook: NoxusHook) -> None:
@@ -127,8 +127,33 @@ async def test_sessions_are_per_base_url_and_tls_setting(make_hook: Any, noxus_e
     no_tls_check = make_hook(verify_ssl=False)
     async with plain.async_client() as a, other_url.async_client() as b, no_tls_check.async_client() as c:
         assert len({id(a._transport.session), id(b._transport.session), id(c._transport.session)}) == 3
-        assert len(_transport.SHARED_SESSIONS.sessions()) == 3
-    assert _transport.SHARED_SESSIONS.sessions() == {}
+        assert len(_transport.SHARED_SESSIONS.pools()) == 3
+    assert _transport.SHARED_SESSIONS.pools() == {}
+
+
+async def test_event_streams_past_the_request_pool_limit_neither_queue_nor_block_requests(
+    hook: NoxusHook, noxus_emulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each open stream holds a connection for its run's whole life: on the bounded request pool the
+    stream past the limit would wait for a run to end, and status reads would queue behind them."""
+    monkeypatch.setattr(_transport, "POOL_LIMIT_PER_HOST", 2)
+    slow = noxus_emulator.control.workflow_id("slow")
+    async with hook.async_client() as client:
+        run_ids = [(await client.a_create_run(slow, {"seconds": 30}))["id"] for _ in range(5)]
+        streams = [contextlib.aclosing(client.a_iter_run_events(run_id)) for run_id in run_ids]
+        async with contextlib.AsyncExitStack() as stack:
+            opened = [await stack.enter_async_context(stream) for stream in streams]
+            first_frames = await asyncio.wait_for(
+                asyncio.gather(*(anext(events) for events in opened)), timeout=10
+            )
+            assert [isinstance(frame, RunEvent) for frame in first_frames] == [True] * 5
+            assert noxus_emulator.control.counters()["open_streams"] == 5
+            statuses = await asyncio.wait_for(
+                asyncio.gather(*(client.a_get_run_status(run_id) for run_id in run_ids)), timeout=10
+            )
+            assert {status["status"] for status in statuses} <= {"queued", "running"}
+        for run_id in run_ids:
+            await client.a_stop_run(run_id)
 
 
 async def test_the_key_is_sent_per_request_on_a_shared_session(make_hook: Any) -> None:
@@ -146,7 +171,7 @@ async def test_session_is_closed_when_the_block_raises(hook: NoxusHook) -> None:
             session = client._transport.session
             await client.a_get_run_status("missing")
     assert session.closed
-    assert _transport.SHARED_SESSIONS.sessions() == {}
+    assert _transport.SHARED_SESSIONS.pools() == {}
 
 
 async def test_session_is_closed_when_the_task_is_cancelled(hook: NoxusHook, noxus_emulator: Any) -> None:
@@ -156,7 +181,7 @@ async def test_session_is_closed_when_the_task_is_cancelled(hook: NoxusHook, nox
 
     async def follow(run_id: str) -> None:
         async with hook.async_client() as client:
-            sessions.append(client._transport.session)
+            sessions.extend((client._transport.session, client._transport.stream_session))
             async for _ in client.a_iter_run_events(run_id):
                 streaming.set()
 
@@ -167,8 +192,8 @@ async def test_session_is_closed_when_the_task_is_cancelled(hook: NoxusHook, nox
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert sessions[0].closed
-    assert _transport.SHARED_SESSIONS.sessions() == {}
+    assert all(session.closed for session in sessions)
+    assert _transport.SHARED_SESSIONS.pools() == {}
     await _open_streams_drop_to_zero(noxus_emulator)
     hook.stop_run(run_id)
 

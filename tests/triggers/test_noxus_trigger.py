@@ -213,6 +213,15 @@ async def test_auto_polls_when_too_many_triggers_stream(emu: Any, monkeypatch: p
     assert requests_to(emu, "get_run_status") >= 1
 
 
+def test_auto_leaves_half_the_open_files_limit_to_everything_else(monkeypatch: pytest.MonkeyPatch) -> None:
+    import resource
+
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (256, 4096))
+    assert trigger_module.auto_stream_limit() == 128
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (1_048_576, 1_048_576))
+    assert trigger_module.auto_stream_limit() == trigger_module.AUTO_STREAM_MAX_CONCURRENT
+
+
 async def test_streaming_counter_counts_live_streams(emu: Any) -> None:
     runs = [start_run(emu, "slow", {"seconds": 30}) for _ in range(3)]
     tasks = [asyncio.create_task(first_event(make_trigger(w, r, wait_strategy="auto"))) for w, r in runs]
@@ -289,7 +298,7 @@ async def test_client_is_closed_on_every_exit(emu: Any, ending: str) -> None:
             await task
     else:
         assert (await task)["status"] == ending
-    assert SHARED_SESSIONS.sessions() == {}
+    assert SHARED_SESSIONS.pools() == {}
     assert await wait_until(lambda: emu.control.counters()["open_streams"] == 0)
 
 
