@@ -46,9 +46,13 @@ def artifacts_dir() -> Path:
     return ARTIFACTS_DIR
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Browser]:
-    """Headless Debian Chromium under Playwright, for the whole session; fails loudly if it cannot start."""
+    """Headless Debian Chromium under Playwright for one module; fails loudly if it cannot start.
+
+    Module scope, not session: Playwright's sync API keeps an asyncio loop running in the main
+    thread while it is open, and the async tests that follow could not start their own.
+    """
     try:
         from playwright.sync_api import Error as PlaywrightError
         from playwright.sync_api import sync_playwright
