@@ -22,6 +22,7 @@ bash scripts/browser-deps.sh || failed+=("browser dependencies")
 artifacts="$repo/artifacts"
 export NOXUS_E2E_LOG_DIR="${NOXUS_E2E_LOG_DIR:-$artifacts/e2e-logs}"
 mkdir -p "$artifacts"
+rm -f "$artifacts"/junit-*.xml
 
 step "ruff"
 "$af3/bin/ruff" check airflow_provider_noxus tests dags_examples benchmarks scripts || failed+=("ruff")
@@ -43,6 +44,22 @@ if [ -d benchmarks ] && ls benchmarks/*.py >/dev/null 2>&1; then
   step "benchmarks (--quick)"
   "$af3/bin/python" benchmarks/run_all.py --quick || failed+=("benchmarks --quick")
 fi
+
+# One closing line over both pytest runs, from their JUnit reports.
+"$af3/bin/python" - "$artifacts"/junit-airflow-*.xml <<'PY' || true
+import sys
+import xml.etree.ElementTree as ET
+
+passed = failed = skipped = 0
+for path in sys.argv[1:]:
+    for suite in ET.parse(path).getroot().iter("testsuite"):
+        bad = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
+        skip = int(suite.get("skipped", 0))
+        failed += bad
+        skipped += skip
+        passed += int(suite.get("tests", 0)) - bad - skip
+print(f"\ntests: {passed} passed, {failed} failed, {skipped} skipped")
+PY
 
 echo
 if [ "${#failed[@]}" -gt 0 ]; then
