@@ -204,6 +204,10 @@ def trigger_kwargs(db_path: Path) -> list[str]:
 
 
 def test_marking_a_deferred_task_failed_stops_its_run(airflow: Any, emulator: Any) -> None:
+    def status_reads() -> int:
+        return sum(emulator.control.counters()["requests"].get("get_run_status", {}).values())
+
+    reads_before = status_reads()
     run_id = airflow.trigger_dag("e2e_mark_failed")
     wait_until(
         lambda: task_instance(airflow, "e2e_mark_failed", run_id, "long_run")["state"] == "deferred",
@@ -211,6 +215,10 @@ def test_marking_a_deferred_task_failed_stops_its_run(airflow: Any, emulator: An
         "the task to defer",
     )
     noxus_run = noxus_run_id(airflow, "e2e_mark_failed", run_id, "long_run")
+    # Airflow calls a trigger's on_kill only once a triggerer runs it: a task marked failed in the
+    # second between its deferral and the triggerer's pick-up leaves its run going (README, "Kill").
+    # The trigger's first status read (it polls; nothing else runs now) says it is running.
+    wait_until(lambda: status_reads() > reads_before, 60, "the trigger's first status read")
 
     airflow.set_task_instance_state("e2e_mark_failed", run_id, "long_run", "failed")
 
