@@ -12,13 +12,13 @@ import re
 import signal
 import sqlite3
 import statistics
-import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support.waiting import wait_until as poll_until
 
 from airflow_provider_noxus._compat import AIRFLOW_V_3_0_PLUS
 
@@ -36,16 +36,9 @@ WORKER_SECONDS: dict[str, list[float]] = {}
 # ----------------------------------------------------------------------------------------- helpers
 
 
-def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval: float = 1.0) -> Any:
-    """Poll ``condition`` until it returns something truthy; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
+def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Poll once a second: the components read here are slow to change."""
+    return poll_until(condition, timeout, what, interval=1.0)
 
 
 def attempt_logs(airflow: Any, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> list[Path]:

@@ -87,15 +87,3 @@ class LocalWebServer:
     post_statuses: list[int] = field(default_factory=list)
     received: list[Any] = field(default_factory=list)
     url: str = ""
-
-
-def wait_until(condition: Any, timeout: float = 10.0) -> Any:
-    """Poll ``condition()`` until it returns something truthy (returned), or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)

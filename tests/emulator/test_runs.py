@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from support.waiting import wait_until
 
-from emulator.helpers import Api, wait_until
+from emulator.helpers import Api
 
 PROGRESS_KEYS = {
     "executed_nodes",

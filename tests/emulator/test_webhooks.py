@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import requests
+from support.waiting import wait_until
 
 from airflow_provider_noxus.emulator import EmulatorServer
-from emulator.helpers import Api, LocalWebServer, wait_until
+from emulator.helpers import Api, LocalWebServer
 
 
 def deliveries(api: Api) -> list[dict]:

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 import requests
+from support.waiting import wait_until
 
 from airflow_provider_noxus.emulator import DEMO_API_KEY, EmulatorServer
 from airflow_provider_noxus.emulator.cli import build_parser, settings_from_args
 from airflow_provider_noxus.emulator.workflows import load_workflows_file
-from emulator.helpers import wait_until
 
 TRANSLATE = {
     "name": "translate",
