@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from airflow import __version__ as AIRFLOW_VERSION_STR
+from airflow.exceptions import AirflowException, AirflowNotFoundException
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 from packaging.version import Version
 
@@ -72,7 +73,9 @@ async def amask_secret(value: Any) -> None:
 __all__ = [
     "AIRFLOW_V_3_0_PLUS",
     "AIRFLOW_V_3_3_PLUS",
+    "AirflowException",
     "AirflowFailException",
+    "AirflowNotFoundException",
     "BaseHook",
     "BaseOperator",
     "BaseOperatorLink",

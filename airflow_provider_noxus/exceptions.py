@@ -13,9 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow.exceptions import AirflowException
-
-from airflow_provider_noxus._compat import AirflowFailException
+from airflow_provider_noxus._compat import AirflowException, AirflowFailException
 
 #: Longest ``detail`` text copied into a message; the rest is cut with a marker.
 MAX_DETAIL_CHARS = 500
@@ -170,7 +168,7 @@ class NoxusRunError(NoxusError):
 
 
 class NoxusRunTimeoutError(NoxusRunError):
-    """The wait for a run passed its deadline; the run was asked to stop."""
+    """The wait for a run passed its deadline (the operator then stops the run it owns)."""
 
 
 class NoxusFileInputError(NoxusError, ValueError, AirflowFailException):

@@ -1,8 +1,10 @@
 """The Noxus API as data: paths, request bodies, statuses, error mapping, retry rules, SSE frames.
 
 This module does no I/O and imports no HTTP library. The sync transport (``requests``) and the
-async transport (``aiohttp``) in :mod:`airflow_provider_noxus.hooks.noxus` both call these
-functions, so URL building, error mapping and retry decisions are written once.
+async transport (``aiohttp``) in :mod:`airflow_provider_noxus.hooks._transport` both call these
+functions, so URL building, error mapping and retry decisions are written once. The wire names of
+the event stream (the frame's ``redisId``, the ``?etag=`` query) appear only here: the rest of the
+provider calls a frame's id its ``event_id`` and the id to resume after ``last_event_id``.
 """
 
 from __future__ import annotations
@@ -74,7 +76,6 @@ class NoxusRunStatus(str, Enum):
 
 
 TERMINAL_STATUSES = frozenset({NoxusRunStatus.COMPLETED, NoxusRunStatus.FAILED, NoxusRunStatus.STOPPED})
-SUCCESS_STATUSES = frozenset({NoxusRunStatus.COMPLETED})
 FAILURE_STATUSES = frozenset({NoxusRunStatus.FAILED, NoxusRunStatus.STOPPED})
 
 
@@ -199,8 +200,11 @@ def stop_run_request(run_id: str, *, workflow_id: str | None = None) -> ApiReque
     return ApiRequest("POST", f"/v1/runs/{_seg(run_id)}/stop", run_id=run_id, workflow_id=workflow_id)
 
 
-def run_events_request(run_id: str, *, etag: str | None = None, timeout: float | None = None) -> ApiRequest:
-    params = {"etag": etag} if etag else {}
+def run_events_request(
+    run_id: str, *, last_event_id: str | None = None, timeout: float | None = None
+) -> ApiRequest:
+    """The run's event stream; with ``last_event_id``, only the frames after it."""
+    params = {"etag": last_event_id} if last_event_id else {}
     return ApiRequest(
         "GET", f"/v1/runs/{_seg(run_id)}/events", params=params, timeout=timeout, stream=True, run_id=run_id
     )
@@ -422,12 +426,12 @@ class RunEvent:
 
     :param type: ``state`` or ``content`` (other values are passed through).
     :param data: the frame's ``data`` object.
-    :param redis_id: id to resume after, with ``?etag=``.
+    :param event_id: the frame's id (``redisId``): resume after it with ``last_event_id``.
     """
 
     type: str
     data: dict[str, Any]
-    redis_id: str | None
+    event_id: str | None
 
     @property
     def workflow_status(self) -> str | None:
@@ -492,14 +496,13 @@ class SSEParser:
         return RunEvent(
             type=str(payload.get("type", "")),
             data=data if isinstance(data, dict) else {},
-            redis_id=payload.get("redisId"),
+            event_id=payload.get("redisId"),
         )
 
 
 __all__ = [
     "DEFAULT_BASE_URL",
     "FAILURE_STATUSES",
-    "SUCCESS_STATUSES",
     "TERMINAL_STATUSES",
     "ApiRequest",
     "NoxusRunStatus",

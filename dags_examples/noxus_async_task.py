@@ -31,8 +31,8 @@ async def run_to_completion(client: NoxusAsyncClient, workflow_id: str, document
     run = await client.a_create_run(workflow_id, {"document": document})
     last_event_id: str | None = None
     while True:
-        async for event in client.a_iter_run_events(run["id"], etag=last_event_id):
-            last_event_id = event.redis_id or last_event_id
+        async for event in client.a_iter_run_events(run["id"], last_event_id=last_event_id):
+            last_event_id = event.event_id or last_event_id
         # The stream ends after the run's final frame, or early if the connection dropped: check.
         run = await client.a_get_run(workflow_id, run["id"])
         status = NoxusRunStatus.parse(run["status"])

@@ -20,7 +20,7 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 import aiohttp
@@ -29,6 +29,7 @@ import urllib3.exceptions
 from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception
 
 from airflow_provider_noxus import protocol
+from airflow_provider_noxus.connection import NoxusConnectionSettings
 from airflow_provider_noxus.exceptions import (
     NoxusError,
     NoxusProtocolError,
@@ -53,28 +54,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 SyncSleep = Callable[[float], None]
 AsyncSleep = Callable[[float], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class NoxusConnectionSettings:
-    """A Noxus connection, read and checked once.
-
-    :param conn_id: Airflow connection id, for messages.
-    :param base_url: API root, scheme included, no trailing slash.
-    :param api_key: the key sent as ``X-API-Key``; never shown by ``repr``.
-    :param timeout: default read timeout of a request, in seconds.
-    :param verify_ssl: whether TLS certificates are checked.
-    :param app_url: root of the Noxus web app, for run links.
-    :param retry_policy: how hard each request is tried.
-    """
-
-    conn_id: str
-    base_url: str
-    api_key: str = field(repr=False)
-    timeout: float = protocol.DEFAULT_TIMEOUT_S
-    verify_ssl: bool = True
-    app_url: str = protocol.DEFAULT_APP_URL
-    retry_policy: protocol.RetryPolicy = field(default_factory=protocol.RetryPolicy)
 
 
 # --------------------------------------------------------------------------------------------
@@ -433,22 +412,22 @@ def default_ssl_context() -> ssl.SSLContext:
 class SharedPool:
     """The two aiohttp sessions shared by every client of one (loop, base URL, TLS setting).
 
-    :param requests: short requests, on a pool of at most :data:`POOL_LIMIT_PER_HOST` connections.
+    :param api: short requests, on a pool of at most :data:`POOL_LIMIT_PER_HOST` connections.
     :param streams: event streams and downloads, one connection each for as long as they last, with
         no limit: a bounded pool would make the stream past the limit wait for a whole run to end,
         and would starve the short requests behind them.
     """
 
-    requests: aiohttp.ClientSession
+    api: aiohttp.ClientSession
     streams: aiohttp.ClientSession
     users: int = 0
 
     @property
     def closed(self) -> bool:
-        return self.requests.closed or self.streams.closed
+        return self.api.closed or self.streams.closed
 
     async def close(self) -> None:
-        await asyncio.gather(self.requests.close(), self.streams.close())
+        await asyncio.gather(self.api.close(), self.streams.close())
 
 
 class SharedSessions:
@@ -500,7 +479,7 @@ class SharedSessions:
             entry = table.get(key)
             if entry is None or entry.closed:
                 entry = table[key] = SharedPool(
-                    requests=self._new_session(verify_ssl, POOL_LIMIT_PER_HOST),
+                    api=self._new_session(verify_ssl, POOL_LIMIT_PER_HOST),
                     streams=self._new_session(verify_ssl, 0),
                 )
             entry.users += 1
@@ -541,7 +520,7 @@ class AsyncTransport:
         self, settings: NoxusConnectionSettings, pool: SharedPool, *, sleep: AsyncSleep
     ) -> None:
         self.settings = settings
-        self.session = pool.requests
+        self.session = pool.api
         self.stream_session = pool.streams
         self._sleep = sleep
         self._headers = {"X-API-Key": settings.api_key}

@@ -1,15 +1,6 @@
-"""NoxusHook: the Noxus connection, a sync client (``requests``) and an async client (``aiohttp``).
+"""NoxusHook: the Noxus API for tasks, with a sync client (``requests``) and an async one (``aiohttp``).
 
-Connection fields: host = base URL (default ``https://backend.noxus.ai``), password = API key.
-Extras: ``timeout`` (seconds, default 30), ``verify_ssl`` (default true), ``retry_attempts``
-(default 5), ``max_backoff`` (seconds, default 30), ``app_url`` (where run links point) and
-``scheme`` (``http`` or ``https``, used when the host has no scheme).
-
-How the scheme is chosen: a host written as a full URL keeps its scheme (JSON form
-``{"conn_type": "noxus", "host": "http://127.0.0.1:8765", "password": "KEY"}``, or Airflow's URI form
-with the scheme inside, ``noxus://http://:KEY@127.0.0.1:8765``); a bare host name takes the
-``scheme`` extra (``noxus://:KEY@127.0.0.1:8765/?scheme=http&timeout=10``), else ``https``. The
-connection's port is added when the host has none; a trailing ``/v1`` is dropped (paths add it).
+The connection (fields, extras, form) is described in :mod:`airflow_provider_noxus.connection`.
 """
 
 from __future__ import annotations
@@ -22,10 +13,16 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 from airflow_provider_noxus import protocol
 from airflow_provider_noxus._compat import BaseHook, aget_connection, amask_secret, mask_secret
+from airflow_provider_noxus.connection import (
+    CONNECTION_TYPE,
+    NoxusConnectionSettings,
+    connection_form_widgets,
+    settings_from_connection,
+    ui_field_behaviour,
+)
 from airflow_provider_noxus.exceptions import (
     NoxusAuthError,
     NoxusConfigurationError,
@@ -43,13 +40,12 @@ from airflow_provider_noxus.hooks._transport import (
     SHARED_SESSIONS,
     AsyncSleep,
     AsyncTransport,
-    NoxusConnectionSettings,
     SyncSleep,
     SyncTransport,
 )
 
 if TYPE_CHECKING:
-    from airflow_provider_noxus._compat import Connection
+    pass
 
 WaitStrategy = Literal["auto", "stream", "poll"]
 #: Consecutive event-stream failures (errors, or closes before the final frame with no new frame)
@@ -57,112 +53,6 @@ WaitStrategy = Literal["auto", "stream", "poll"]
 MAX_STREAM_FAILURES = 3
 #: Errors after which a wait goes on (reconnect or poll); auth and not-found errors end it.
 TRANSIENT_ERRORS = (NoxusServerError, NoxusRateLimitedError, NoxusTransportError, NoxusProtocolError)
-
-
-# --------------------------------------------------------------------------------------------
-# Reading the connection
-# --------------------------------------------------------------------------------------------
-
-
-def _extra(extras: Mapping[str, Any], name: str) -> Any:
-    """An extra by its name, or by Airflow 2's old prefixed name; empty strings count as unset."""
-    value = extras.get(name, extras.get(f"extra__noxus__{name}"))
-    return None if value == "" else value
-
-
-def _number(conn_id: str, extras: Mapping[str, Any], name: str, default: float, minimum: float) -> float:
-    value = _extra(extras, name)
-    if value is None:
-        return default
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = float("nan")
-    if not number >= minimum:
-        raise NoxusConfigurationError(
-            f"Noxus connection {conn_id!r}: extra {name!r} must be a number >= {minimum:g}, not {value!r}."
-        )
-    return number
-
-
-def _boolean(conn_id: str, extras: Mapping[str, Any], name: str, default: bool) -> bool:
-    value = _extra(extras, name)
-    if value is None:
-        return default
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in {"true", "1", "yes", "on"}:
-        return True
-    if text in {"false", "0", "no", "off"}:
-        return False
-    raise NoxusConfigurationError(
-        f"Noxus connection {conn_id!r}: extra {name!r} must be true or false, not {value!r}."
-    )
-
-
-def _base_url(conn_id: str, host: str | None, port: int | None, scheme: Any) -> str:
-    host = (host or "").strip()
-    if not host:
-        return protocol.DEFAULT_BASE_URL
-    if scheme is not None and str(scheme).lower() not in {"http", "https"}:
-        raise NoxusConfigurationError(f"Noxus connection {conn_id!r}: extra 'scheme' must be http or https.")
-    if "://" in host:
-        given = host.split("://", 1)[0].lower()
-        if scheme is not None and str(scheme).lower() != given:
-            raise NoxusConfigurationError(
-                f"Noxus connection {conn_id!r}: the host says {given}:// but extra 'scheme' says {scheme}; "
-                "remove one."
-            )
-    else:
-        host = f"{str(scheme or 'https').lower()}://{host}"
-    parts = urlsplit(host)
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise NoxusConfigurationError(
-            f"Noxus connection {conn_id!r}: the host {host!r} is not a base URL like https://backend.noxus.ai."
-        )
-    netloc = parts.netloc if parts.port is not None or not port else f"{parts.netloc}:{port}"
-    path = parts.path.rstrip("/")
-    path = path.removesuffix("/v1")
-    return urlunsplit((parts.scheme, netloc, path, "", ""))
-
-
-def settings_from_connection(
-    conn: Connection, *, retry_policy: protocol.RetryPolicy | None = None
-) -> NoxusConnectionSettings:
-    """Check a Noxus connection (the caller registers the API key with the secrets masker).
-
-    :param conn: the Airflow connection.
-    :param retry_policy: overrides the policy built from the extras.
-    """
-    conn_id = conn.conn_id or "?"
-    if not conn.password:
-        raise NoxusConfigurationError(
-            f"Noxus connection {conn_id!r} has no API key: put it in the connection's password field."
-        )
-    extras = conn.extra_dejson
-    base_url = _base_url(conn_id, conn.host, conn.port, _extra(extras, "scheme"))
-    attempts = _number(conn_id, extras, "retry_attempts", protocol.RetryPolicy.max_attempts, 1)
-    if attempts != int(attempts):
-        raise NoxusConfigurationError(
-            f"Noxus connection {conn_id!r}: extra 'retry_attempts' must be an integer."
-        )
-    policy = retry_policy or protocol.RetryPolicy(
-        max_attempts=int(attempts),
-        backoff_max=_number(conn_id, extras, "max_backoff", protocol.RetryPolicy.backoff_max, 0),
-    )
-    app_url = _extra(extras, "app_url") or (
-        protocol.DEFAULT_APP_URL if base_url == protocol.DEFAULT_BASE_URL else base_url
-    )
-    return NoxusConnectionSettings(
-        conn_id=conn_id,
-        base_url=base_url,
-        api_key=conn.password,
-        timeout=_number(conn_id, extras, "timeout", protocol.DEFAULT_TIMEOUT_S, 0.001),
-        verify_ssl=_boolean(conn_id, extras, "verify_ssl", True),
-        app_url=str(app_url).rstrip("/"),
-        retry_policy=policy,
-    )
 
 
 def _me_without_key(record: dict[str, Any], api_key: str) -> dict[str, Any]:
@@ -216,7 +106,7 @@ class NoxusHook(BaseHook):
 
     conn_name_attr = "noxus_conn_id"
     default_conn_name = "noxus_default"
-    conn_type = "noxus"
+    conn_type = CONNECTION_TYPE
     hook_name = "Noxus"
 
     def __init__(
@@ -235,60 +125,15 @@ class NoxusHook(BaseHook):
 
     # ---- Airflow 2 connection form (Airflow 3 reads conn-fields from get_provider_info) --------
 
-    @staticmethod
-    def _connection_type_info() -> dict[str, Any]:
-        from airflow_provider_noxus.get_provider_info import get_provider_info
-
-        return next(
-            entry
-            for entry in get_provider_info()["connection-types"]
-            if entry["connection-type"] == NoxusHook.conn_type
-        )
-
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
-        """Form fields of the extras, built from the provider info's ``conn-fields``.
-
-        Airflow 2 accepts only string, integer, boolean and password fields: a ``number`` is a
-        string field checked as a number (the hook reads numbers from strings).
-        """
-        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
-        from flask_babel import lazy_gettext
-        from wtforms import BooleanField, IntegerField, StringField
-        from wtforms.validators import NumberRange, Optional, Regexp
-
-        widgets: dict[str, Any] = {}
-        for name, spec in cls._connection_type_info()["conn-fields"].items():
-            schema = spec["schema"]
-            types = set(schema["type"]) if isinstance(schema["type"], list) else {schema["type"]}
-            label = lazy_gettext(spec["label"])
-            description = spec.get("description", "")
-            if "boolean" in types:
-                widgets[name] = BooleanField(label, default=schema.get("default"), description=description)
-                continue
-            validators: list[Any] = [Optional()]
-            if "integer" in types:
-                field_class: Any = IntegerField
-                validators.append(NumberRange(min=schema.get("minimum"), max=schema.get("maximum")))
-            else:
-                field_class = StringField
-                if "number" in types:
-                    validators.append(Regexp(r"^\s*\d+(\.\d+)?\s*$", message="Enter a number of seconds."))
-            default = schema.get("default")
-            widgets[name] = field_class(
-                label,
-                widget=BS3TextFieldWidget(),
-                default=str(default) if default is not None and field_class is StringField else default,
-                description=description,
-                validators=validators,
-            )
-        return widgets
+        """Form fields of the extras (Airflow 2); see :func:`connection.connection_form_widgets`."""
+        return connection_form_widgets()
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """Hidden, relabelled and placeholder fields, from the provider info's ``ui-field-behaviour``."""
-        behaviour = cls._connection_type_info()["ui-field-behaviour"]
-        return {key.replace("-", "_"): value for key, value in behaviour.items()}
+        """Hidden, relabelled and placeholder fields (Airflow 2); see :mod:`~.connection`."""
+        return ui_field_behaviour()
 
     # ---- connection and sync transport ---------------------------------------------------------
 
@@ -406,17 +251,19 @@ class NoxusHook(BaseHook):
     def get_workflow(self, workflow_id: str) -> dict[str, Any]:
         return self._transport.call_json(protocol.get_workflow_request(workflow_id))
 
-    def iter_run_events(self, run_id: str, *, etag: str | None = None) -> Iterator[protocol.RunEvent]:
+    def iter_run_events(
+        self, run_id: str, *, last_event_id: str | None = None
+    ) -> Iterator[protocol.RunEvent]:
         """The run's Server-Sent Events over one connection, until the server closes it.
 
-        :param etag: a ``redis_id`` already seen: only later frames are sent.
+        :param last_event_id: the ``event_id`` of a frame already seen: only later frames are sent.
         """
-        return self._iter_run_events(run_id, etag=etag, read_timeout=None)
+        return self._iter_run_events(run_id, last_event_id=last_event_id, read_timeout=None)
 
     def _iter_run_events(
-        self, run_id: str, *, etag: str | None, read_timeout: float | None
+        self, run_id: str, *, last_event_id: str | None, read_timeout: float | None
     ) -> Iterator[protocol.RunEvent]:
-        request = protocol.run_events_request(run_id, etag=etag, timeout=read_timeout)
+        request = protocol.run_events_request(run_id, last_event_id=last_event_id, timeout=read_timeout)
         parser = protocol.SSEParser()
         with contextlib.closing(self._transport.stream_chunks(request)) as chunks:
             for chunk in chunks:
@@ -435,7 +282,7 @@ class NoxusHook(BaseHook):
     ) -> dict[str, Any]:
         """Block until the run reaches a final status; return it with its output, whatever the status.
 
-        :param strategy: ``stream`` (events, reconnecting with ``etag`` after drops), ``poll``, or
+        :param strategy: ``stream`` (events, resuming after the last event id after drops), ``poll``, or
             ``auto``: stream, and poll after repeated stream failures.
         :param poll_interval: seconds between polls.
         :param timeout: seconds after which :class:`NoxusRunTimeoutError` is raised; the run is
@@ -551,15 +398,15 @@ class NoxusAsyncClient:
         return _me_without_key(record, self._transport.settings.api_key)
 
     async def a_iter_run_events(
-        self, run_id: str, *, etag: str | None = None, read_timeout: float | None = None
+        self, run_id: str, *, last_event_id: str | None = None, read_timeout: float | None = None
     ) -> AsyncIterator[protocol.RunEvent]:
         """The run's events over one connection, until the server closes it; the response is released
         on every exit (close the generator: ``async with contextlib.aclosing(...)``).
 
-        :param etag: a ``redis_id`` already seen: only later frames are sent.
+        :param last_event_id: the ``event_id`` of a frame already seen: only later frames are sent.
         :param read_timeout: longest silence between chunks; default the connection's timeout.
         """
-        request = protocol.run_events_request(run_id, etag=etag, timeout=read_timeout)
+        request = protocol.run_events_request(run_id, last_event_id=last_event_id, timeout=read_timeout)
         parser = protocol.SSEParser()
         async with contextlib.aclosing(self._transport.stream_chunks(request)) as chunks:
             async for chunk in chunks:
@@ -642,7 +489,7 @@ class _RunWaiter:
 
     def stream(self, on_event: Callable[[protocol.RunEvent], None] | None, *, fallback: bool) -> bool:
         """Follow the event stream; True once a final status is seen, False to poll instead."""
-        etag: str | None = None
+        last_event_id: str | None = None
         failures = 0
         while True:
             remaining = self._remaining()
@@ -653,8 +500,10 @@ class _RunWaiter:
             )
             progressed = False
             try:
-                for event in self.hook._iter_run_events(self.run_id, etag=etag, read_timeout=timeout):
-                    etag, progressed = event.redis_id or etag, True
+                for event in self.hook._iter_run_events(
+                    self.run_id, last_event_id=last_event_id, read_timeout=timeout
+                ):
+                    last_event_id, progressed = event.event_id or last_event_id, True
                     if on_event is not None:
                         on_event(event)
                     status = event.workflow_status or (

@@ -13,9 +13,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
 from contextlib import aclosing
 from typing import Any, TypeVar, cast
 
-from airflow.exceptions import AirflowNotFoundException
-
-from airflow_provider_noxus._compat import BaseTrigger, TriggerEvent
+from airflow_provider_noxus._compat import AirflowNotFoundException, BaseTrigger, TriggerEvent
 from airflow_provider_noxus.exceptions import NoxusError, NoxusTLSError
 from airflow_provider_noxus.hooks.noxus import (
     MAX_STREAM_FAILURES,
@@ -396,11 +394,11 @@ class NoxusRunTrigger(BaseTrigger):
 
     async def _follow_stream(self, client: NoxusAsyncClient) -> dict[str, Any] | None:
         """Follow one event-stream connection: the final event, or None if it closed before one."""
-        events_of_run = client.a_iter_run_events(self.run_id, etag=self.last_event_id)
+        events_of_run = client.a_iter_run_events(self.run_id, last_event_id=self.last_event_id)
         async with aclosing(cast("AsyncGenerator[RunEvent, None]", events_of_run)) as events:
             async for event in events:
-                if event.redis_id:
-                    self.last_event_id = event.redis_id
+                if event.event_id:
+                    self.last_event_id = event.event_id
                 self._progress.on_event(event)
                 status = event.workflow_status or (
                     event.data.get("status") if event.type == "state" else None

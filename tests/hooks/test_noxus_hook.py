@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_noxus import protocol
+from airflow_provider_noxus.connection import settings_from_connection
 from airflow_provider_noxus.exceptions import (
     NoxusConfigurationError,
     NoxusFileInputError,
@@ -20,7 +21,7 @@ from airflow_provider_noxus.exceptions import (
     NoxusTransportError,
     NoxusValidationError,
 )
-from airflow_provider_noxus.hooks.noxus import NoxusHook, settings_from_connection
+from airflow_provider_noxus.hooks.noxus import NoxusHook
 from airflow_provider_noxus.protocol import NoxusRunStatus, RunEvent
 
 # ---- the connection ---------------------------------------------------------------------------
@@ -264,15 +265,15 @@ def test_iter_run_events_ends_with_the_final_frame(hook: NoxusHook, noxus_emulat
     events = list(hook.iter_run_events(run_id))
     assert events[-1].workflow_status == "completed"
     assert any(event.type == "content" and event.data.get("content") for event in events)
-    assert len({event.redis_id for event in events}) == len(events)
+    assert len({event.event_id for event in events}) == len(events)
 
 
 def test_iter_run_events_resumes_after_an_etag(hook: NoxusHook, noxus_emulator: Any) -> None:
     echo = noxus_emulator.control.workflow_id("echo")
     run_id = hook.create_run(echo, {"text": "x"})["id"]
     everything = list(hook.iter_run_events(run_id))
-    later = list(hook.iter_run_events(run_id, etag=everything[1].redis_id))
-    assert [event.redis_id for event in later] == [event.redis_id for event in everything[2:]]
+    later = list(hook.iter_run_events(run_id, last_event_id=everything[1].event_id))
+    assert [event.event_id for event in later] == [event.event_id for event in everything[2:]]
 
 
 @pytest.mark.parametrize("strategy", ["stream", "auto"])
@@ -298,9 +299,9 @@ def test_wait_resumes_a_dropped_stream_with_its_etag(
     final = hook.wait_for_run(summarize, run_id, strategy="stream", on_event=seen.append)
     assert final["status"] == "completed"
     assert answered("run_events") == {"200": 4}
-    ids = [event.redis_id for event in seen]
+    ids = [event.event_id for event in seen]
     assert len(ids) == len(set(ids)), "a frame was delivered twice after a resume"
-    assert ids == [event.redis_id for event in hook.iter_run_events(run_id)]
+    assert ids == [event.event_id for event in hook.iter_run_events(run_id)]
 
 
 def test_wait_falls_back_to_polling_after_three_stream_failures(

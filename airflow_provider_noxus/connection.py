@@ -1,0 +1,233 @@
+"""The Noxus connection: its fields, how they are read and checked, and its form in the Airflow UI.
+
+Connection fields: host = base URL (default ``https://backend.noxus.ai``), password = API key.
+Extras: ``timeout`` (seconds, default 30), ``verify_ssl`` (default true), ``retry_attempts``
+(default 5), ``max_backoff`` (seconds, default 30), ``app_url`` (where run links point) and
+``scheme`` (``http`` or ``https``, used when the host has no scheme).
+
+How the scheme is chosen: a host written as a full URL keeps its scheme (JSON form
+``{"conn_type": "noxus", "host": "http://127.0.0.1:8765", "password": "KEY"}``, or Airflow's URI form
+with the scheme inside, ``noxus://http://:KEY@127.0.0.1:8765``); a bare host name takes the
+``scheme`` extra (``noxus://:KEY@127.0.0.1:8765/?scheme=http&timeout=10``), else ``https``. The
+connection's port is added when the host has none; a trailing ``/v1`` is dropped (paths add it).
+
+Airflow 3 builds the connection form from the provider info's ``conn-fields``
+(:mod:`airflow_provider_noxus.get_provider_info`); Airflow 2 asks the hook, which answers with
+:func:`connection_form_widgets` and :func:`ui_field_behaviour`, built from the same description.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from airflow_provider_noxus import protocol
+from airflow_provider_noxus.exceptions import NoxusConfigurationError
+
+if TYPE_CHECKING:
+    from airflow_provider_noxus._compat import Connection
+
+CONNECTION_TYPE = "noxus"
+
+
+@dataclass(frozen=True)
+class NoxusConnectionSettings:
+    """A Noxus connection, read and checked once.
+
+    :param conn_id: Airflow connection id, for messages.
+    :param base_url: API root, scheme included, no trailing slash.
+    :param api_key: the key sent as ``X-API-Key``; never shown by ``repr``.
+    :param timeout: default read timeout of a request, in seconds.
+    :param verify_ssl: whether TLS certificates are checked.
+    :param app_url: root of the Noxus web app, for run links.
+    :param retry_policy: how hard each request is tried.
+    """
+
+    conn_id: str
+    base_url: str
+    api_key: str = field(repr=False)
+    timeout: float = protocol.DEFAULT_TIMEOUT_S
+    verify_ssl: bool = True
+    app_url: str = protocol.DEFAULT_APP_URL
+    retry_policy: protocol.RetryPolicy = field(default_factory=protocol.RetryPolicy)
+
+    def run_url(self, workflow_id: str, run_id: str) -> str:
+        """Address of a run in the Noxus web app."""
+        return protocol.run_url(self.app_url, workflow_id, run_id)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading the connection
+# --------------------------------------------------------------------------------------------
+
+
+def _extra(extras: Mapping[str, Any], name: str) -> Any:
+    """An extra by its name, or by Airflow 2's old prefixed name; empty strings count as unset."""
+    value = extras.get(name, extras.get(f"extra__noxus__{name}"))
+    return None if value == "" else value
+
+
+def _number(conn_id: str, extras: Mapping[str, Any], name: str, default: float, minimum: float) -> float:
+    value = _extra(extras, name)
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not number >= minimum:
+        raise NoxusConfigurationError(
+            f"Noxus connection {conn_id!r}: extra {name!r} must be a number >= {minimum:g}, not {value!r}."
+        )
+    return number
+
+
+def _boolean(conn_id: str, extras: Mapping[str, Any], name: str, default: bool) -> bool:
+    value = _extra(extras, name)
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"true", "1", "yes", "on"}:
+        return True
+    if text in {"false", "0", "no", "off"}:
+        return False
+    raise NoxusConfigurationError(
+        f"Noxus connection {conn_id!r}: extra {name!r} must be true or false, not {value!r}."
+    )
+
+
+def _base_url(conn_id: str, host: str | None, port: int | None, scheme: Any) -> str:
+    host = (host or "").strip()
+    if not host:
+        return protocol.DEFAULT_BASE_URL
+    if scheme is not None and str(scheme).lower() not in {"http", "https"}:
+        raise NoxusConfigurationError(f"Noxus connection {conn_id!r}: extra 'scheme' must be http or https.")
+    if "://" in host:
+        given = host.split("://", 1)[0].lower()
+        if scheme is not None and str(scheme).lower() != given:
+            raise NoxusConfigurationError(
+                f"Noxus connection {conn_id!r}: the host says {given}:// but extra 'scheme' says {scheme}; "
+                "remove one."
+            )
+    else:
+        host = f"{str(scheme or 'https').lower()}://{host}"
+    parts = urlsplit(host)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise NoxusConfigurationError(
+            f"Noxus connection {conn_id!r}: the host {host!r} is not a base URL like https://backend.noxus.ai."
+        )
+    netloc = parts.netloc if parts.port is not None or not port else f"{parts.netloc}:{port}"
+    path = parts.path.rstrip("/")
+    path = path.removesuffix("/v1")
+    return urlunsplit((parts.scheme, netloc, path, "", ""))
+
+
+def settings_from_connection(
+    conn: Connection, *, retry_policy: protocol.RetryPolicy | None = None
+) -> NoxusConnectionSettings:
+    """Check a Noxus connection (the caller registers the API key with the secrets masker).
+
+    :param conn: the Airflow connection.
+    :param retry_policy: overrides the policy built from the extras.
+    """
+    conn_id = conn.conn_id or "?"
+    if not conn.password:
+        raise NoxusConfigurationError(
+            f"Noxus connection {conn_id!r} has no API key: put it in the connection's password field."
+        )
+    extras = conn.extra_dejson
+    base_url = _base_url(conn_id, conn.host, conn.port, _extra(extras, "scheme"))
+    attempts = _number(conn_id, extras, "retry_attempts", protocol.RetryPolicy.max_attempts, 1)
+    if attempts != int(attempts):
+        raise NoxusConfigurationError(
+            f"Noxus connection {conn_id!r}: extra 'retry_attempts' must be an integer."
+        )
+    policy = retry_policy or protocol.RetryPolicy(
+        max_attempts=int(attempts),
+        backoff_max=_number(conn_id, extras, "max_backoff", protocol.RetryPolicy.backoff_max, 0),
+    )
+    app_url = _extra(extras, "app_url") or (
+        protocol.DEFAULT_APP_URL if base_url == protocol.DEFAULT_BASE_URL else base_url
+    )
+    return NoxusConnectionSettings(
+        conn_id=conn_id,
+        base_url=base_url,
+        api_key=conn.password,
+        timeout=_number(conn_id, extras, "timeout", protocol.DEFAULT_TIMEOUT_S, 0.001),
+        verify_ssl=_boolean(conn_id, extras, "verify_ssl", True),
+        app_url=str(app_url).rstrip("/"),
+        retry_policy=policy,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The form (Airflow 2; Airflow 3 reads conn-fields from get_provider_info)
+# --------------------------------------------------------------------------------------------
+
+
+def _connection_type_info() -> dict[str, Any]:
+    from airflow_provider_noxus.get_provider_info import get_provider_info
+
+    return next(
+        entry
+        for entry in get_provider_info()["connection-types"]
+        if entry["connection-type"] == CONNECTION_TYPE
+    )
+
+
+def connection_form_widgets() -> dict[str, Any]:
+    """Form fields of the extras, built from the provider info's ``conn-fields``.
+
+    Airflow 2 accepts only string, integer, boolean and password fields: a ``number`` is a
+    string field checked as a number (the hook reads numbers from strings).
+    """
+    from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
+    from flask_babel import lazy_gettext
+    from wtforms import BooleanField, IntegerField, StringField
+    from wtforms.validators import NumberRange, Optional, Regexp
+
+    widgets: dict[str, Any] = {}
+    for name, spec in _connection_type_info()["conn-fields"].items():
+        schema = spec["schema"]
+        types = set(schema["type"]) if isinstance(schema["type"], list) else {schema["type"]}
+        label = lazy_gettext(spec["label"])
+        description = spec.get("description", "")
+        if "boolean" in types:
+            widgets[name] = BooleanField(label, default=schema.get("default"), description=description)
+            continue
+        validators: list[Any] = [Optional()]
+        if "integer" in types:
+            field_class: Any = IntegerField
+            validators.append(NumberRange(min=schema.get("minimum"), max=schema.get("maximum")))
+        else:
+            field_class = StringField
+            if "number" in types:
+                validators.append(Regexp(r"^\s*\d+(\.\d+)?\s*$", message="Enter a number of seconds."))
+        default = schema.get("default")
+        widgets[name] = field_class(
+            label,
+            widget=BS3TextFieldWidget(),
+            default=str(default) if default is not None and field_class is StringField else default,
+            description=description,
+            validators=validators,
+        )
+    return widgets
+
+
+def ui_field_behaviour() -> dict[str, Any]:
+    """Hidden, relabelled and placeholder fields, from the provider info's ``ui-field-behaviour``."""
+    behaviour = _connection_type_info()["ui-field-behaviour"]
+    return {key.replace("-", "_"): value for key, value in behaviour.items()}
+
+
+__all__ = [
+    "CONNECTION_TYPE",
+    "NoxusConnectionSettings",
+    "connection_form_widgets",
+    "settings_from_connection",
+    "ui_field_behaviour",
+]
