@@ -184,9 +184,9 @@ def get_run_request(workflow_id: str, run_id: str) -> ApiRequest:
     )
 
 
-def get_run_status_request(run_id: str) -> ApiRequest:
+def get_run_status_request(run_id: str, *, timeout: float | None = None) -> ApiRequest:
     """The run without ``output``; needs no workflow id."""
-    return ApiRequest("GET", f"/v1/runs/{_seg(run_id)}", run_id=run_id)
+    return ApiRequest("GET", f"/v1/runs/{_seg(run_id)}", timeout=timeout, run_id=run_id)
 
 
 def list_runs_request(workflow_id: str, *, page: int = 1, size: int = 50) -> ApiRequest:

@@ -522,10 +522,15 @@ class AsyncTransport:
         self.settings = settings
         self.session = pool.api
         self.stream_session = pool.streams
-        self._sleep = sleep
+        self.sleep = sleep
         self._headers = {"X-API-Key": settings.api_key}
 
-    async def _with_retries(self, request: protocol.ApiRequest, attempt: Callable[[], Awaitable[T]]) -> T:
+    async def _with_retries(
+        self,
+        request: protocol.ApiRequest,
+        attempt: Callable[[], Awaitable[T]],
+        policy: protocol.RetryPolicy | None = None,
+    ) -> T:
         """``attempt()``, then, after a retryable failure, tenacity's retries (see :class:`FirstFailure`)."""
         started = time.monotonic()
         try:
@@ -539,9 +544,8 @@ class AsyncTransport:
             first.replay()
             return await attempt()
 
-        retrying = AsyncRetrying(
-            sleep=self._sleep, **retry_controls(request, self.settings.retry_policy, started)
-        )
+        policy = policy or self.settings.retry_policy
+        retrying = AsyncRetrying(sleep=self.sleep, **retry_controls(request, policy, started))
         result: T = await retrying(replay_then_attempt)
         return result
 
@@ -573,8 +577,13 @@ class AsyncTransport:
         finally:
             response.release()
 
-    async def call(self, request: protocol.ApiRequest) -> bytes:
-        """Send ``request`` with retries and return the whole body of its 2xx response."""
+    async def call(
+        self, request: protocol.ApiRequest, *, policy: protocol.RetryPolicy | None = None
+    ) -> bytes:
+        """Send ``request`` with retries and return the whole body of its 2xx response.
+
+        :param policy: overrides the connection's retry policy.
+        """
 
         async def attempt() -> bytes:
             response = await self._send(request)
@@ -585,11 +594,13 @@ class AsyncTransport:
             finally:
                 response.release()
 
-        return await self._with_retries(request, attempt)
+        return await self._with_retries(request, attempt, policy)
 
-    async def call_json(self, request: protocol.ApiRequest) -> dict[str, Any]:
+    async def call_json(
+        self, request: protocol.ApiRequest, *, policy: protocol.RetryPolicy | None = None
+    ) -> dict[str, Any]:
         """:meth:`call`, its body decoded as a JSON object."""
-        return json_object(request, await self.call(request), self.settings.api_key)
+        return json_object(request, await self.call(request, policy=policy), self.settings.api_key)
 
     async def stream_chunks(self, request: protocol.ApiRequest) -> AsyncGenerator[bytes, None]:
         """Open ``request`` (opening is retried) and yield its body chunks as they arrive.

@@ -10,9 +10,9 @@ import contextlib
 import mimetypes
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Mapping
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from airflow_provider_noxus import protocol
 from airflow_provider_noxus._compat import BaseHook, aget_connection, amask_secret, mask_secret
@@ -30,11 +30,8 @@ from airflow_provider_noxus.exceptions import (
     NoxusFileInputError,
     NoxusNotFoundError,
     NoxusProtocolError,
-    NoxusRateLimitedError,
     NoxusRunError,
     NoxusRunTimeoutError,
-    NoxusServerError,
-    NoxusTransportError,
 )
 from airflow_provider_noxus.hooks._transport import (
     SHARED_SESSIONS,
@@ -43,16 +40,22 @@ from airflow_provider_noxus.hooks._transport import (
     SyncSleep,
     SyncTransport,
 )
-
-if TYPE_CHECKING:
-    pass
+from airflow_provider_noxus.wait import (
+    OUTCOME_ERROR,
+    OUTCOME_TIMEOUT,
+    RunWait,
+    WaitOptions,
+    WaitOutcome,
+    adrive,
+    check_timeout,
+    drive,
+)
 
 WaitStrategy = Literal["auto", "stream", "poll"]
-#: Consecutive event-stream failures (errors, or closes before the final frame with no new frame)
-#: after which ``wait_for_run(strategy="auto")`` polls instead.
-MAX_STREAM_FAILURES = 3
-#: Errors after which a wait goes on (reconnect or poll); auth and not-found errors end it.
-TRANSIENT_ERRORS = (NoxusServerError, NoxusRateLimitedError, NoxusTransportError, NoxusProtocolError)
+#: Status reads of a wait are sent once each: the wait backs off and tries again itself.
+SINGLE_ATTEMPT = protocol.RetryPolicy(max_attempts=1)
+#: The frames of one chunk of an event stream (none for a keep-alive).
+EventBatch = list[protocol.RunEvent]
 
 
 def _me_without_key(record: dict[str, Any], api_key: str) -> dict[str, Any]:
@@ -161,7 +164,7 @@ class NoxusHook(BaseHook):
 
     def run_url(self, workflow_id: str, run_id: str) -> str:
         """Link to the run in the Noxus web app."""
-        return protocol.run_url(self.settings.app_url, workflow_id, run_id)
+        return self.settings.run_url(workflow_id, run_id)
 
     # ---- sync API ------------------------------------------------------------------------------
 
@@ -258,16 +261,53 @@ class NoxusHook(BaseHook):
 
         :param last_event_id: the ``event_id`` of a frame already seen: only later frames are sent.
         """
-        return self._iter_run_events(run_id, last_event_id=last_event_id, read_timeout=None)
+        for events in self._event_batches(run_id, last_event_id, None):
+            yield from events
 
-    def _iter_run_events(
-        self, run_id: str, *, last_event_id: str | None, read_timeout: float | None
-    ) -> Iterator[protocol.RunEvent]:
+    def _event_batches(
+        self, run_id: str, last_event_id: str | None, read_timeout: float | None
+    ) -> Generator[EventBatch, None, None]:
+        """The frames of each chunk of the run's event stream (none for a keep-alive), as they arrive."""
         request = protocol.run_events_request(run_id, last_event_id=last_event_id, timeout=read_timeout)
         parser = protocol.SSEParser()
         with contextlib.closing(self._transport.stream_chunks(request)) as chunks:
             for chunk in chunks:
-                yield from parser.feed(chunk)
+                yield parser.feed(chunk)
+
+    def wait(
+        self,
+        workflow_id: str,
+        run_id: str,
+        options: WaitOptions,
+        *,
+        timeout: float | None = None,
+        log: Any = None,
+        on_event: Callable[[protocol.RunEvent], None] | None = None,
+    ) -> WaitOutcome:
+        """Block until the run ends, ``timeout`` passes or waiting fails; say how it ended.
+
+        The same wait as the trigger's (:mod:`airflow_provider_noxus.wait`), driven with blocking I/O.
+
+        :param options: strategy, poll interval, human-feedback handling.
+        :param timeout: seconds after which the outcome is ``timeout``; None waits without limit.
+        :param log: where progress goes (default the hook's logger).
+        :param on_event: called with each event-stream frame.
+        """
+        timeout = check_timeout("timeout", timeout)
+        settings = self.settings
+        wait = RunWait(
+            run_id,
+            workflow_id,
+            options,
+            stream=options.strategy != "poll",
+            deadline=None if timeout is None else time.monotonic() + timeout,
+            clock=time.monotonic,
+            log=log or self.log,
+            request_timeout=settings.timeout,
+            max_backoff=settings.retry_policy.backoff_max,
+        )
+
+        return drive(wait, _BlockingWaitIO(self, run_id, on_event))
 
     def wait_for_run(
         self,
@@ -282,21 +322,34 @@ class NoxusHook(BaseHook):
     ) -> dict[str, Any]:
         """Block until the run reaches a final status; return it with its output, whatever the status.
 
-        :param strategy: ``stream`` (events, resuming after the last event id after drops), ``poll``, or
-            ``auto``: stream, and poll after repeated stream failures.
+        Transient errors (5xx, 429, timeouts, resets) never end the wait: it backs off and goes on
+        until ``timeout``.
+
+        :param strategy: ``stream`` or ``auto`` (follow the event stream, resuming after drops, and
+            poll after three stream failures in a row), or ``poll``.
         :param poll_interval: seconds between polls.
         :param timeout: seconds after which :class:`NoxusRunTimeoutError` is raised; the run is
             not stopped (the caller decides).
         :param on_event: called with each event when streaming.
         :param fail_on_human_feedback: raise :class:`NoxusRunError` when the run waits for a human.
         """
-        if strategy not in ("auto", "stream", "poll"):
-            raise NoxusConfigurationError(f"strategy must be 'auto', 'stream' or 'poll', not {strategy!r}.")
-        if not poll_interval > 0:
-            raise NoxusConfigurationError(f"poll_interval must be > 0 seconds, not {poll_interval!r}.")
-        waiter = _RunWaiter(self, workflow_id, run_id, timeout, fail_on_human_feedback)
-        if strategy == "poll" or not waiter.stream(on_event, fallback=strategy == "auto"):
-            waiter.poll(poll_interval)
+        options = WaitOptions(
+            strategy=strategy,
+            poll_interval=poll_interval,
+            on_human_feedback="fail" if fail_on_human_feedback else "wait",
+        )
+        outcome = self.wait(workflow_id, run_id, options, timeout=timeout, on_event=on_event)
+        if outcome.status == OUTCOME_ERROR:
+            outcome.raise_error()
+        if outcome.status == OUTCOME_TIMEOUT or outcome.refused_feedback:
+            error_class = NoxusRunTimeoutError if outcome.status == OUTCOME_TIMEOUT else NoxusRunError
+            raise error_class(
+                outcome.message + (" It was not stopped." if outcome.status == OUTCOME_TIMEOUT else ""),
+                status=outcome.run_status,
+                run_url=self.run_url(workflow_id, run_id),
+                run_id=run_id,
+                workflow_id=workflow_id,
+            )
         return self.get_run(workflow_id, run_id)
 
     def test_connection(self) -> tuple[bool, str]:
@@ -357,12 +410,16 @@ class NoxusAsyncClient:
         self._transport = transport
 
     @property
+    def settings(self) -> NoxusConnectionSettings:
+        return self._transport.settings
+
+    @property
     def base_url(self) -> str:
-        return self._transport.settings.base_url
+        return self.settings.base_url
 
     def run_url(self, workflow_id: str, run_id: str) -> str:
         """Link to the run in the Noxus web app."""
-        return protocol.run_url(self._transport.settings.app_url, workflow_id, run_id)
+        return self.settings.run_url(workflow_id, run_id)
 
     async def a_create_run(
         self,
@@ -395,148 +452,130 @@ class NoxusAsyncClient:
 
     async def a_get_me(self) -> dict[str, Any]:
         record = await self._transport.call_json(protocol.me_request())
-        return _me_without_key(record, self._transport.settings.api_key)
+        return _me_without_key(record, self.settings.api_key)
 
     async def a_iter_run_events(
-        self, run_id: str, *, last_event_id: str | None = None, read_timeout: float | None = None
+        self, run_id: str, *, last_event_id: str | None = None
     ) -> AsyncIterator[protocol.RunEvent]:
         """The run's events over one connection, until the server closes it; the response is released
         on every exit (close the generator: ``async with contextlib.aclosing(...)``).
 
         :param last_event_id: the ``event_id`` of a frame already seen: only later frames are sent.
-        :param read_timeout: longest silence between chunks; default the connection's timeout.
         """
+        async with contextlib.aclosing(self._event_batches(run_id, last_event_id, None)) as batches:
+            async for events in batches:
+                for event in events:
+                    yield event
+
+    async def _event_batches(
+        self, run_id: str, last_event_id: str | None, read_timeout: float | None
+    ) -> AsyncGenerator[EventBatch, None]:
+        """The frames of each chunk of the run's event stream (none for a keep-alive), as they arrive."""
         request = protocol.run_events_request(run_id, last_event_id=last_event_id, timeout=read_timeout)
         parser = protocol.SSEParser()
         async with contextlib.aclosing(self._transport.stream_chunks(request)) as chunks:
             async for chunk in chunks:
-                for event in parser.feed(chunk):
-                    yield event
+                yield parser.feed(chunk)
 
-
-# --------------------------------------------------------------------------------------------
-# The blocking wait
-# --------------------------------------------------------------------------------------------
-
-
-class _RunWaiter:
-    """State of one :meth:`NoxusHook.wait_for_run`: its deadline and what was seen of the run."""
-
-    def __init__(
+    async def a_wait(
         self,
-        hook: NoxusHook,
         workflow_id: str,
         run_id: str,
-        timeout: float | None,
-        fail_on_human_feedback: bool,
+        options: WaitOptions,
+        *,
+        deadline: float | None,
+        log: Any,
+        stream: bool,
+        last_event_id: str | None = None,
+        on_polling: Callable[[], None] | None = None,
+    ) -> WaitOutcome:
+        """Wait for the run in this event loop; the same wait as :meth:`NoxusHook.wait`.
+
+        :param deadline: epoch seconds (``time.time``) at which the outcome is ``timeout``.
+        :param stream: follow the event stream (else poll from the start).
+        :param on_polling: called once if the wait gives up streaming for polling.
+        """
+        wait = RunWait(
+            run_id,
+            workflow_id,
+            options,
+            stream=stream,
+            deadline=deadline,
+            clock=time.time,
+            log=log,
+            request_timeout=self.settings.timeout,
+            max_backoff=self.settings.retry_policy.backoff_max,
+            last_event_id=last_event_id,
+            on_polling=on_polling,
+        )
+
+        return await adrive(wait, _AsyncWaitIO(self, run_id))
+
+
+class _BlockingWaitIO:
+    """The I/O of :meth:`NoxusHook.wait` (:class:`~airflow_provider_noxus.wait.WaitIO`)."""
+
+    def __init__(
+        self, hook: NoxusHook, run_id: str, on_event: Callable[[protocol.RunEvent], None] | None
     ) -> None:
-        self.hook = hook
-        self.workflow_id = workflow_id
-        self.run_id = run_id
-        self.timeout = timeout
-        self.deadline = None if timeout is None else time.monotonic() + timeout
-        self.fail_on_human_feedback = fail_on_human_feedback
-        self.status: str | None = None
-        self._reported: set[str] = set()
+        self._hook = hook
+        self._run_id = run_id
+        self._on_event = on_event
+        self._stream: Generator[EventBatch, None, None] | None = None
 
-    def _remaining(self) -> float | None:
-        """Seconds left; raises :class:`NoxusRunTimeoutError` when none are."""
-        if self.deadline is None:
+    def sleep(self, seconds: float) -> None:
+        self._hook._sleep(seconds)
+
+    def read_status(self, timeout: float) -> Mapping[str, Any]:
+        request = protocol.get_run_status_request(self._run_id, timeout=timeout)
+        return self._hook._transport.call_json(request, policy=SINGLE_ATTEMPT)
+
+    def open_stream(self, last_event_id: str | None, timeout: float) -> None:
+        self.close()
+        self._stream = self._hook._event_batches(self._run_id, last_event_id, timeout)
+
+    def read_stream(self, timeout: float) -> EventBatch | None:
+        batch = next(self._stream, None) if self._stream is not None else None
+        if self._on_event is not None:
+            for event in batch or ():
+                self._on_event(event)
+        return batch
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
+
+class _AsyncWaitIO:
+    """The I/O of :meth:`NoxusAsyncClient.a_wait`: each step bounded by its timeout."""
+
+    def __init__(self, client: NoxusAsyncClient, run_id: str) -> None:
+        self._client = client
+        self._run_id = run_id
+        self._stream: AsyncGenerator[EventBatch, None] | None = None
+
+    async def sleep(self, seconds: float) -> None:
+        await self._client._transport.sleep(seconds)
+
+    async def read_status(self, timeout: float) -> Mapping[str, Any]:
+        request = protocol.get_run_status_request(self._run_id, timeout=timeout)
+        call = self._client._transport.call_json(request, policy=SINGLE_ATTEMPT)
+        return await asyncio.wait_for(call, timeout)
+
+    async def open_stream(self, last_event_id: str | None, timeout: float) -> None:
+        await self.aclose()
+        self._stream = self._client._event_batches(self._run_id, last_event_id, timeout)
+
+    async def read_stream(self, timeout: float) -> EventBatch | None:
+        if self._stream is None:
             return None
-        remaining = self.deadline - time.monotonic()
-        if remaining <= 0:
-            raise NoxusRunTimeoutError(
-                f"The run did not end within {self.timeout:g} s (last status {self.status or 'unknown'}); "
-                "it was not stopped.",
-                status=self.status,
-                run_url=self.hook.run_url(self.workflow_id, self.run_id),
-                run_id=self.run_id,
-                workflow_id=self.workflow_id,
-            )
-        return remaining
+        return await asyncio.wait_for(anext(self._stream, None), timeout)
 
-    def _wait(self, seconds: float) -> None:
-        remaining = self._remaining()
-        self.hook._sleep(seconds if remaining is None else min(seconds, remaining))
-
-    def observe(self, value: Any) -> bool:
-        """Record a status seen; True when it is final."""
-        self.status = str(value) if value is not None else self.status
-        status = protocol.NoxusRunStatus.parse(value)
-        if status is None:
-            if str(value) not in self._reported:
-                self._reported.add(str(value))
-                self.hook.log.warning(
-                    "Noxus run %s reports status %r, unknown to this provider: treated as still running.",
-                    self.run_id,
-                    value,
-                )
-            return False
-        if status is protocol.NoxusRunStatus.AWAITING_HUMAN_FEEDBACK:
-            if self.fail_on_human_feedback:
-                raise NoxusRunError(
-                    "The run is waiting for human feedback and fail_on_human_feedback is set: answer it in "
-                    "the Noxus app, or wait with fail_on_human_feedback=False.",
-                    status=status.value,
-                    run_url=self.hook.run_url(self.workflow_id, self.run_id),
-                    run_id=self.run_id,
-                    workflow_id=self.workflow_id,
-                )
-            if status.value not in self._reported:
-                self._reported.add(status.value)
-                self.hook.log.info("Noxus run %s is waiting for human feedback.", self.run_id)
-        return status.is_terminal
-
-    def stream(self, on_event: Callable[[protocol.RunEvent], None] | None, *, fallback: bool) -> bool:
-        """Follow the event stream; True once a final status is seen, False to poll instead."""
-        last_event_id: str | None = None
-        failures = 0
-        while True:
-            remaining = self._remaining()
-            timeout = (
-                self.hook.settings.timeout
-                if remaining is None
-                else min(self.hook.settings.timeout, remaining)
-            )
-            progressed = False
-            try:
-                for event in self.hook._iter_run_events(
-                    self.run_id, last_event_id=last_event_id, read_timeout=timeout
-                ):
-                    last_event_id, progressed = event.event_id or last_event_id, True
-                    if on_event is not None:
-                        on_event(event)
-                    status = event.workflow_status or (
-                        event.data.get("status") if event.type == "state" else None
-                    )
-                    if status is not None and self.observe(status):
-                        return True
-                error: NoxusError = NoxusTransportError(
-                    "The event stream closed before the run's final frame.",
-                    endpoint=f"GET /v1/runs/{self.run_id}/events",
-                    run_id=self.run_id,
-                    workflow_id=self.workflow_id,
-                )
-            except TRANSIENT_ERRORS as caught:
-                error = caught
-            failures = 1 if progressed else failures + 1
-            if failures >= MAX_STREAM_FAILURES:
-                if not fallback:
-                    raise error
-                self.hook.log.warning(
-                    "Noxus run %s: the event stream failed %d times in a row (%s); polling instead.",
-                    self.run_id,
-                    failures,
-                    error.message,
-                )
-                return False
-            if not progressed:
-                self._wait(protocol.backoff_seconds(self.hook.settings.retry_policy, failures, error))
-
-    def poll(self, poll_interval: float) -> None:
-        """Read the run's status every ``poll_interval`` seconds until it is final."""
-        while not self.observe(self.hook.get_run_status(self.run_id).get("status")):
-            self._wait(poll_interval)
+    async def aclose(self) -> None:
+        if self._stream is not None:
+            stream, self._stream = self._stream, None
+            await stream.aclose()
 
 
-__all__ = ["NoxusAsyncClient", "NoxusHook", "settings_from_connection"]
+__all__ = ["NoxusAsyncClient", "NoxusHook"]

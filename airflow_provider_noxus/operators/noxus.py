@@ -1,14 +1,22 @@
 """NoxusRunOperator: run a Noxus workflow from a DAG, deferrable by default.
 
-The run is created on the worker; its id and URL go to XCom (``run_id``, ``run_url``) before any
-wait. The wait happens in the triggerer (:class:`~airflow_provider_noxus.triggers.noxus.NoxusRunTrigger`)
-or, with ``deferrable=False``, on the worker. The task returns the run's output.
+In the order of a run's life: :meth:`~NoxusRunOperator.execute` finds the run this task instance
+already made, or creates one (its id and URL go to XCom before any wait); the wait happens in the
+triggerer or, with ``deferrable=False``, on the worker (:mod:`airflow_provider_noxus.task_wait`);
+:meth:`~NoxusRunOperator.execute_complete` resumes after the trigger; the task returns the run's output.
 
-Exactly one run per task instance: on Airflow 3.3+ the run id is kept in ``task_state_store``
-right after creation, and a later try of the same task instance (a retry after a worker crash,
-a spurious failure) reattaches to it: still running -> wait on it; completed -> return its
-output; failed or stopped -> create a new run. Airflow 2.11 and 3.0-3.2 have no such store:
-there a retry creates a new run (a warning says so).
+One Noxus run per intent (:mod:`airflow_provider_noxus.run_identity`; the README has the table):
+
+- a retry of a try that did not deliver reattaches to its run when the intent (workflow, version,
+  inputs, options) is unchanged: still running -> wait; completed -> its output; failed or stopped ->
+  a new run;
+- a try after a delivered one (the task succeeded, then was cleared) makes a new run;
+- a changed intent makes a new run, and stops the old one if it still runs;
+- a create whose answer was lost is looked up in the workflow's run list and adopted, in the same try
+  and, on Airflow 3.3+, in the next one before anything is created;
+- a task killed while its create is in flight stops that run when the answer arrives.
+
+Airflow 3.3+ keeps the record in ``task_state_store``; older versions keep it for one try only.
 """
 
 from __future__ import annotations
@@ -17,275 +25,50 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from functools import cached_property
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
-from airflow_provider_noxus._compat import AIRFLOW_V_3_3_PLUS, BaseOperator
+from airflow_provider_noxus import protocol
+from airflow_provider_noxus._compat import AIRFLOW_V_3_3_PLUS, AirflowException, BaseOperator
 from airflow_provider_noxus.exceptions import (
+    NoxusError,
     NoxusNotFoundError,
-    NoxusOutputTooLargeError,
+    NoxusProtocolError,
     NoxusRunError,
-    NoxusRunTimeoutError,
+    NoxusServerError,
     NoxusSyncEndpointTimeout,
+    NoxusTransportError,
     shorten,
 )
 from airflow_provider_noxus.files import resolve_file_inputs
-from airflow_provider_noxus.hooks.noxus import NoxusHook, WaitStrategy
-from airflow_provider_noxus.links.noxus import XCOM_RUN_ID_KEY, XCOM_RUN_URL_KEY, NoxusRunLink
-from airflow_provider_noxus.protocol import (
-    FAILURE_STATUSES,
-    TERMINAL_STATUSES,
-    NoxusRunStatus,
-    RetryPolicy,
+from airflow_provider_noxus.hooks.noxus import NoxusHook
+from airflow_provider_noxus.links.noxus import NoxusRunLink
+from airflow_provider_noxus.protocol import NoxusRunStatus
+from airflow_provider_noxus.run_identity import (
+    RunLedger,
+    RunRecord,
+    find_lost_run,
+    fingerprint,
+    intent_fingerprint,
 )
-from airflow_provider_noxus.triggers.noxus import (
-    EVENT_ERROR,
-    EVENT_SUCCESS,
-    EVENT_TIMEOUT,
-    NoxusRunTrigger,
-    RunProgressLogger,
-    validate_wait_options,
-)
+from airflow_provider_noxus.task_wait import DEFAULT_MAX_OUTPUT_BYTES, NoxusRunWaitMixin, seconds
+from airflow_provider_noxus.wait import DEFAULT_POLL_INTERVAL_S, WaitOptions, check_timeout
 
 if TYPE_CHECKING:
     from airflow_provider_noxus._compat import Context
 
-#: ``task_state_store`` key holding ``{"run_id", "workflow_id"}`` of the task instance's run.
-RUN_STATE_KEY = "noxus_run"
-DEFAULT_MAX_OUTPUT_BYTES = 1024 * 1024
-#: The wait ends this long (at most) before ``execution_timeout``, so the run can be stopped first.
-EXECUTION_TIMEOUT_MARGIN_S = 10.0
-#: Extra time given to Airflow's own deferral timeout beyond the trigger's deadline (a safety net).
-DEFERRAL_TIMEOUT_GRACE_S = 60.0
-#: Retries of the best-effort stop sent when a task is killed, timed out or refused feedback.
-STOP_RETRY_POLICY = RetryPolicy(max_attempts=2, backoff_initial=0.5, backoff_max=2.0, total_budget=15.0)
+#: Seconds after an ambiguous create failure at which the run list is read for the lost run: a run
+#: may appear in the list a little after its create was sent.
+LOOKUP_DELAYS_S = (0.5, 2.0, 5.0)
 
 
-def _seconds(value: float | timedelta | None) -> float | None:
-    return value.total_seconds() if isinstance(value, timedelta) else value
-
-
-def run_error_message(run: Mapping[str, Any]) -> str | None:
-    """The run's own error text: ``output["error"]``, else the last entry of ``run_logs``."""
-    output = run.get("output")
-    if isinstance(output, Mapping) and output.get("error"):
-        return shorten(str(output["error"]))
-    logs = (run.get("progress_details") or {}).get("run_logs")
-    if logs:
-        last = list(logs.values())[-1] if isinstance(logs, Mapping) else logs
-        return shorten(str(last[-1] if isinstance(last, list) and last else last))
-    return None
-
-
-class NoxusRunWaitMixin:
-    """What the operator and the sensor share: the deadline, the deferral, the event handling and
-    turning a final run into an output or an exception.
-
-    Expects ``noxus_conn_id``, ``workflow_id``, ``poll_interval``, ``wait_strategy``,
-    ``on_human_feedback``, ``max_output_bytes``, ``timeout`` (seconds or None) and
-    ``execution_timeout`` attributes, and Airflow's ``log`` and ``defer``.
-    """
-
-    #: Whether this task owns the run: it stops the run on timeout, kill and refused feedback.
-    owns_run: bool = True
-
-    if TYPE_CHECKING:
-        noxus_conn_id: str
-        workflow_id: str
-        poll_interval: float
-        wait_strategy: str
-        on_human_feedback: str
-        max_output_bytes: int
-        timeout: Any  # seconds, a timedelta or None (sensors: seconds)
-        execution_timeout: timedelta | None
-        cancel_on_kill: bool
-        log: Any
-
-        def defer(self, **kwargs: Any) -> Any: ...
-
-    @cached_property
-    def hook(self) -> NoxusHook:
-        return NoxusHook(self.noxus_conn_id)
-
-    def run_url(self, run_id: str) -> str:
-        return self.hook.run_url(self.workflow_id, run_id)
-
-    # ---- the deadline --------------------------------------------------------------------
-
-    def wait_deadline(self, context: Context) -> float | None:
-        """Epoch seconds at which the wait gives up: ``timeout`` from now, and a little before
-        ``execution_timeout`` runs out (counted from the task's start)."""
-        now = time.time()
-        limits = []
-        timeout = _seconds(self.timeout)
-        if timeout is not None:
-            limits.append(now + timeout)
-        if self.execution_timeout:
-            started = getattr(context.get("ti"), "start_date", None)
-            start = started.timestamp() if started else now
-            total = self.execution_timeout.total_seconds()
-            limits.append(start + total - min(EXECUTION_TIMEOUT_MARGIN_S, total / 10))
-        return min(limits) if limits else None
-
-    # ---- waiting -------------------------------------------------------------------------
-
-    def wait_for(self, context: Context, run: Mapping[str, Any], *, deferrable: bool) -> Any:
-        """Wait for ``run`` to end and return its output; a run already final is not waited on."""
-        run_id = str(run["id"])
-        status = NoxusRunStatus.parse(run.get("status"))
-        if status in TERMINAL_STATUSES or self._refuses_feedback(run):
-            return self.finish(run if "output" in run else self.hook.get_run(self.workflow_id, run_id))
-        deadline = self.wait_deadline(context)
-        if deferrable:
-            self.defer(
-                trigger=NoxusRunTrigger(
-                    noxus_conn_id=self.noxus_conn_id,
-                    workflow_id=self.workflow_id,
-                    run_id=run_id,
-                    deadline=deadline,
-                    poll_interval=self.poll_interval,
-                    wait_strategy=self.wait_strategy,
-                    on_human_feedback=self.on_human_feedback,
-                    cancel_on_kill=self.owns_run and self.cancel_on_kill,
-                ),
-                method_name="execute_complete",
-                timeout=None
-                if deadline is None
-                else timedelta(seconds=max(0.0, deadline - time.time()) + DEFERRAL_TIMEOUT_GRACE_S),
-            )
-        timeout = None if deadline is None else max(0.0, deadline - time.time())
-        try:
-            final = self.hook.wait_for_run(
-                self.workflow_id,
-                run_id,
-                strategy=cast("WaitStrategy", self.wait_strategy),
-                poll_interval=self.poll_interval,
-                timeout=timeout,
-                on_event=RunProgressLogger(self.log, run_id).on_event,
-                fail_on_human_feedback=self.on_human_feedback == "fail",
-            )
-        except NoxusRunTimeoutError as error:
-            self.fail_timeout(run_id, error.status)
-        except NoxusRunError as error:
-            if error.status != NoxusRunStatus.AWAITING_HUMAN_FEEDBACK.value:
-                raise
-            self.fail_feedback(run_id)
-        return self.finish(final)
-
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
-        """Resume after :class:`NoxusRunTrigger` fired: return the output or raise."""
-        run_id = str(event["run_id"])
-        self.log.info("%s", event.get("message"))
-        status = event.get("status")
-        if status == EVENT_TIMEOUT:
-            self.fail_timeout(run_id, event.get("run_status"))
-        if status == EVENT_ERROR:
-            raise self.run_error(
-                NoxusRunError,
-                run_id,
-                f"Waiting for the Noxus run failed: {event.get('message')}",
-            )
-        if (
-            status != EVENT_SUCCESS
-            and event.get("run_status") == NoxusRunStatus.AWAITING_HUMAN_FEEDBACK.value
-        ):
-            self.fail_feedback(run_id)
-        return self.finish(self.hook.get_run(self.workflow_id, run_id))
-
-    # ---- outcomes ------------------------------------------------------------------------
-
-    def run_error(
-        self, error_class: type[NoxusRunError], run_id: str, message: str, *, status: str | None = None
-    ) -> NoxusRunError:
-        """An error about the run that names the workflow, the run, its status and its URL."""
-        return error_class(
-            message, status=status, workflow_id=self.workflow_id, run_id=run_id, run_url=self.run_url(run_id)
-        )
-
-    def _refuses_feedback(self, run: Mapping[str, Any]) -> bool:
-        return (
-            self.on_human_feedback == "fail"
-            and run.get("status") == NoxusRunStatus.AWAITING_HUMAN_FEEDBACK.value
-        )
-
-    def finish(self, run: Mapping[str, Any]) -> Any:
-        """The output of a completed run; :class:`NoxusRunError` for any other status."""
-        run_id = str(run.get("id"))
-        if self._refuses_feedback(run):
-            self.fail_feedback(run_id)
-        status = NoxusRunStatus.parse(run.get("status"))
-        if status in FAILURE_STATUSES:
-            reason = run_error_message(run) or "the run gave no error message"
-            raise self.run_error(
-                NoxusRunError,
-                run_id,
-                f"Noxus run ended {run.get('status')}: {reason}.",
-                status=str(run.get("status")),
-            )
-        if status is not NoxusRunStatus.COMPLETED:
-            raise self.run_error(
-                NoxusRunError,
-                run_id,
-                f"Noxus run is {run.get('status')!r}, not final, where a final status was expected.",
-                status=str(run.get("status")),
-            )
-        output = run.get("output") or {}
-        size = len(json.dumps(output, default=str).encode())
-        if size > self.max_output_bytes:
-            raise self.run_error(
-                NoxusOutputTooLargeError,
-                run_id,
-                f"The output of the Noxus run is {size} bytes, over "
-                f"max_output_bytes={self.max_output_bytes}. Raise max_output_bytes, limit the outputs "
-                "with node_ids, or run with wait_for_completion=False and read the output where it is "
-                f"needed with NoxusHook({self.noxus_conn_id!r}).get_run(workflow_id, run_id).",
-                status=str(run.get("status")),
-            )
-        self.log.info("Noxus run %s completed; returning its output (%d bytes).", run_id, size)
-        return output
-
-    def stop_run(self, run_id: str, reason: str) -> None:
-        """Stop the run, best effort and bounded: errors are logged, never raised."""
-        if not self.owns_run:
-            self.log.info("Noxus run %s was not created by this task; it is left as it is.", run_id)
-            return
-        try:
-            NoxusHook(self.noxus_conn_id, retry_policy=STOP_RETRY_POLICY).stop_run(
-                run_id, workflow_id=self.workflow_id
-            )
-        except Exception as error:
-            self.log.warning("Could not stop Noxus run %s (%s): %s", run_id, reason, error)
-        else:
-            self.log.info("Asked Noxus to stop run %s (%s).", run_id, reason)
-
-    def fail_timeout(self, run_id: str, run_status: str | None) -> Any:
-        self.stop_run(run_id, "wait deadline passed")
-        action = "asked to stop" if self.owns_run else "left running"
-        raise self.run_error(
-            NoxusRunTimeoutError,
-            run_id,
-            f"The Noxus run was still {run_status or 'running'} at the wait's deadline "
-            f"({self._limits_text()}); it was {action}.",
-            status=run_status,
-        )
-
-    def _limits_text(self) -> str:
-        limits = []
-        if self.timeout is not None:
-            limits.append(f"timeout={_seconds(self.timeout):g} s")
-        if self.execution_timeout:
-            limits.append(f"execution_timeout={self.execution_timeout}")
-        return ", ".join(limits) or "no limit set"
-
-    def fail_feedback(self, run_id: str) -> Any:
-        self.stop_run(run_id, "paused for human feedback with on_human_feedback='fail'")
-        raise self.run_error(
-            NoxusRunError,
-            run_id,
-            "The Noxus run paused awaiting human feedback and on_human_feedback='fail'. "
-            "Set on_human_feedback='wait' to wait for the feedback instead.",
-            status=NoxusRunStatus.AWAITING_HUMAN_FEEDBACK.value,
-        )
+def _is_ambiguous(error: NoxusError) -> bool:
+    """Whether a failed create may still have made a run: the request reached the server and no clear
+    refusal came back (a read timeout, a reset or truncated answer, a 5xx, a body that is not the run)."""
+    if isinstance(error, NoxusTransportError):
+        return error.reached_server
+    return isinstance(error, (NoxusServerError, NoxusProtocolError)) and not isinstance(
+        error, NoxusSyncEndpointTimeout
+    )
 
 
 class NoxusRunOperator(NoxusRunWaitMixin, BaseOperator):
@@ -297,7 +80,7 @@ class NoxusRunOperator(NoxusRunWaitMixin, BaseOperator):
     :param workflow_version_id: run this saved version instead of the current one. (templated)
     :param node_ids: run only these nodes and what they depend on. (templated)
     :param callback_url: http(s) URL the Noxus server POSTs to when the run ends. (templated)
-    :param noxus_conn_id: the Noxus connection.
+    :param noxus_conn_id: the Noxus connection. (templated)
     :param wait_for_completion: wait for the run and return its output; False returns the run id.
     :param deferrable: wait in the triggerer, freeing the worker slot; False waits on the worker.
     :param use_sync_endpoint: create the run with the sync endpoint (one blocking call, for short
@@ -322,6 +105,7 @@ class NoxusRunOperator(NoxusRunWaitMixin, BaseOperator):
         "workflow_version_id",
         "node_ids",
         "callback_url",
+        "noxus_conn_id",
     )
     template_fields_renderers = {"inputs": "json"}
     operator_extra_links = (NoxusRunLink(),)
@@ -340,7 +124,7 @@ class NoxusRunOperator(NoxusRunWaitMixin, BaseOperator):
         deferrable: bool = True,
         use_sync_endpoint: bool = False,
         wait_strategy: str = "auto",
-        poll_interval: float = 5.0,
+        poll_interval: float = DEFAULT_POLL_INTERVAL_S,
         timeout: float | timedelta | None = None,
         cancel_on_kill: bool = True,
         on_human_feedback: str = "wait",
@@ -350,32 +134,32 @@ class NoxusRunOperator(NoxusRunWaitMixin, BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        validate_wait_options(
-            wait_strategy=wait_strategy, on_human_feedback=on_human_feedback, poll_interval=poll_interval
-        )
-        if not workflow_id:
-            raise ValueError(f"Task {self.task_id!r}: workflow_id is required.")
-        if inputs is not None and not isinstance(inputs, Mapping) and not isinstance(inputs, str):
-            raise TypeError(f"Task {self.task_id!r}: inputs must be a dict, got {type(inputs).__name__}.")
-        timeout_s = _seconds(timeout)
-        if timeout_s is not None and timeout_s <= 0:
-            raise ValueError(f"Task {self.task_id!r}: timeout must be above 0, got {timeout!r}.")
-        if callback_url and "{{" not in callback_url and not callback_url.startswith(("http://", "https://")):
-            raise ValueError(
-                f"Task {self.task_id!r}: callback_url must be an http(s) URL, got {callback_url!r}."
+        where = f"Task {self.task_id!r}"
+        try:
+            self.wait_options = WaitOptions(
+                strategy=wait_strategy, poll_interval=poll_interval, on_human_feedback=on_human_feedback
             )
+            self.timeout = check_timeout("timeout", seconds(timeout))
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}") from None
+        if not workflow_id:
+            raise ValueError(f"{where}: workflow_id is required.")
+        if inputs is not None and not isinstance(inputs, (Mapping, str)):
+            raise TypeError(f"{where}: inputs must be a dict, got {type(inputs).__name__}.")
+        if callback_url and "{{" not in callback_url and not callback_url.startswith(("http://", "https://")):
+            raise ValueError(f"{where}: callback_url must be an http(s) URL, got {callback_url!r}.")
         if use_sync_endpoint and not wait_for_completion:
             raise ValueError(
-                f"Task {self.task_id!r}: use_sync_endpoint=True waits by nature; "
-                "it cannot go with wait_for_completion=False."
+                f"{where}: use_sync_endpoint=True waits by nature; it cannot go with "
+                "wait_for_completion=False."
             )
         if output_keys_by_id and not use_sync_endpoint:
             raise ValueError(
-                f"Task {self.task_id!r}: output_keys_by_id=True needs use_sync_endpoint=True (the Noxus API "
-                "keys outputs by node id only on its sync endpoint)."
+                f"{where}: output_keys_by_id=True needs use_sync_endpoint=True (the Noxus API keys "
+                "outputs by node id only on its sync endpoint)."
             )
         if max_output_bytes <= 0:
-            raise ValueError(f"Task {self.task_id!r}: max_output_bytes must be above 0.")
+            raise ValueError(f"{where}: max_output_bytes must be above 0.")
         self.workflow_id = workflow_id
         self.inputs = inputs
         self.workflow_version_id = workflow_version_id
@@ -385,71 +169,51 @@ class NoxusRunOperator(NoxusRunWaitMixin, BaseOperator):
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
         self.use_sync_endpoint = use_sync_endpoint
-        self.wait_strategy = wait_strategy
-        self.poll_interval = poll_interval
-        self.timeout = timeout_s
         self.cancel_on_kill = cancel_on_kill
-        self.on_human_feedback = on_human_feedback
         self.output_keys_by_id = output_keys_by_id
         self.max_output_bytes = max_output_bytes
         self.allow_private_file_urls = allow_private_file_urls
+        #: The run this try works on, for on_kill.
         self._active_run_id: str | None = None
+        #: The record of a create in flight (sent, no answer yet), for on_kill.
+        self._create_in_flight: RunRecord | None = None
+        self._killed = False
 
-    # ---- the task instance's run ---------------------------------------------------------
+    # ---- execute: the task instance's run, found or created -------------------------------
 
-    def _stored_run(self, context: Context) -> dict[str, Any] | None:
-        store = context.get("task_state_store") if AIRFLOW_V_3_3_PLUS else None  # type: ignore[call-overload]
-        value = store.get(RUN_STATE_KEY) if store is not None else None
-        return value if isinstance(value, dict) and value.get("run_id") else None
-
-    def _remember(self, context: Context, run_id: str) -> None:
-        """Keep the run id where a kill, a later try and the UI find it, before any wait."""
-        self._active_run_id = run_id
-        store = context.get("task_state_store") if AIRFLOW_V_3_3_PLUS else None  # type: ignore[call-overload]
-        if store is not None:
-            store.set(RUN_STATE_KEY, {"run_id": run_id, "workflow_id": self.workflow_id})
-        ti = context["ti"]
-        ti.xcom_push(key=XCOM_RUN_ID_KEY, value=run_id)
-        ti.xcom_push(key=XCOM_RUN_URL_KEY, value=self.run_url(run_id))
-        self.log.info("Noxus run %s of workflow %s: %s", run_id, self.workflow_id, self.run_url(run_id))
-
-    def _reattach(self, context: Context) -> dict[str, Any] | None:
-        """The run of an earlier try of this task instance, if there is one worth keeping."""
-        stored = self._stored_run(context)
-        if stored is None:
-            if not AIRFLOW_V_3_3_PLUS and getattr(context.get("ti"), "try_number", 1) > 1:
-                self.log.warning(
-                    "This is try %s of the task. Airflow before 3.3 has no task_state_store, so this try "
-                    "creates a new Noxus run; a run started by an earlier try is not reattached (it was "
-                    "stopped if that try was killed with cancel_on_kill=True).",
-                    context["ti"].try_number,
-                )
-            return None
-        run_id = str(stored["run_id"])
-        if stored.get("workflow_id") != self.workflow_id:
-            self.log.warning(
-                "The stored Noxus run %s belongs to workflow %s, not %s; creating a new run.",
-                run_id,
-                stored.get("workflow_id"),
-                self.workflow_id,
-            )
-            return None
-        try:
-            run = self.hook.get_run(self.workflow_id, run_id)
-        except NoxusNotFoundError:
-            self.log.warning(
-                "The Noxus run %s of an earlier try no longer exists; creating a new run.", run_id
-            )
-            return None
-        if NoxusRunStatus.parse(run.get("status")) in FAILURE_STATUSES:
-            self.log.warning(
-                "The Noxus run %s of an earlier try ended %s; creating a new run.", run_id, run.get("status")
-            )
-            return None
-        self.log.info(
-            "Reattaching to Noxus run %s (%s) created by an earlier try.", run_id, run.get("status")
+    def execute(self, context: Context) -> Any:
+        ledger = self._ledger(context)
+        inputs = self._rendered_inputs()
+        intent = intent_fingerprint(
+            self.workflow_id,
+            inputs,
+            workflow_version_id=self.workflow_version_id,
+            node_ids=self.node_ids,
+            callback_url=self.callback_url,
+            use_sync_endpoint=self.use_sync_endpoint,
         )
-        return run
+        run = self._earlier_run(ledger, intent)
+        if run is None:
+            run = self._create(ledger, intent, inputs)
+        run_id = str(run["id"])
+        self._active_run_id = run_id
+        self.push_run_link(context, run_id)
+        if not self.wait_for_completion:
+            self.delivered(context, run_id)
+            return run_id
+        return self.wait_for(context, run)
+
+    def _ledger(self, context: Context) -> RunLedger:
+        store = context.get("task_state_store") if AIRFLOW_V_3_3_PLUS else None  # type: ignore[call-overload]
+        ledger = RunLedger(store)
+        if not ledger.durable and getattr(context.get("ti"), "try_number", 1) > 1:
+            self.log.warning(
+                "This is try %s of the task. Airflow before 3.3 has no task_state_store, so this try cannot "
+                "reattach to a run started by an earlier try and creates a new run (an earlier try that was "
+                "killed with cancel_on_kill=True stopped its run).",
+                context["ti"].try_number,
+            )
+        return ledger
 
     def _rendered_inputs(self) -> Mapping[str, Any]:
         """``inputs`` after rendering: a dict, or a JSON object in a string (from a whole-value template)."""
@@ -466,56 +230,191 @@ class NoxusRunOperator(NoxusRunWaitMixin, BaseOperator):
             )
         return inputs
 
-    # ---- execute -------------------------------------------------------------------------
-
-    def execute(self, context: Context) -> Any:
-        run = self._reattach(context)
-        if run is None:
-            inputs = resolve_file_inputs(
-                self._rendered_inputs(), hook=self.hook, allow_private_urls=self.allow_private_file_urls
-            )
-            if self.use_sync_endpoint:
-                return self._run_sync(context, inputs)
-            run = self.hook.create_run(
-                self.workflow_id,
-                inputs,
-                workflow_version_id=self.workflow_version_id,
-                node_ids=self.node_ids,
-                callback_url=self.callback_url,
-            )
-        self._remember(context, str(run["id"]))
-        if not self.wait_for_completion:
-            return str(run["id"])
-        return self.wait_for(context, run, deferrable=self.deferrable)
-
-    def _run_sync(self, context: Context, inputs: dict[str, Any]) -> Any:
-        try:
-            run = self.hook.create_run_sync(
-                self.workflow_id,
-                inputs,
-                workflow_version_id=self.workflow_version_id,
-                node_ids=self.node_ids,
-                use_output_ids=self.output_keys_by_id,
-            )
-        except NoxusSyncEndpointTimeout as error:
-            if not error.run_id:
-                raise
+    def _earlier_run(self, ledger: RunLedger, intent: str) -> Mapping[str, Any] | None:
+        """The run of an earlier try to carry on with, if any; a run of another intent is stopped."""
+        record = ledger.record
+        if record is None:
+            return None
+        if record.delivered:
             self.log.info(
-                "The sync endpoint gave up before Noxus run %s ended; waiting for that run%s.",
-                error.run_id,
-                " (its output will be keyed by label: the API keys by id only on the sync endpoint)"
-                if self.output_keys_by_id
-                else "",
+                "Noxus run %s already delivered its result to an earlier try of this task (the task was "
+                "cleared or re-run): creating a new run.",
+                record.run_id,
             )
-            run = {"id": error.run_id, "status": NoxusRunStatus.RUNNING.value}
-        self._remember(context, str(run["id"]))
-        return self.wait_for(context, run, deferrable=self.deferrable)
+            return None
+        if record.pending:
+            run = self._find_lost_run(record, attempts=1)
+            if run is None:
+                return None
+            record = record.with_run(str(run["id"]))
+            ledger.save(record)
+        assert record.run_id is not None
+        if record.intent != intent:
+            self.stop_run(
+                record.run_id,
+                "the task's workflow, version, inputs or options changed since the try that started it; "
+                "a new run replaces it",
+            )
+            return None
+        try:
+            run = self.hook.get_run(self.workflow_id, record.run_id)
+        except NoxusNotFoundError:
+            self.log.warning(
+                "The Noxus run %s of an earlier try no longer exists; creating a new run.", record.run_id
+            )
+            return None
+        status = NoxusRunStatus.parse(run.get("status"))
+        if status in (NoxusRunStatus.FAILED, NoxusRunStatus.STOPPED):
+            self.log.warning(
+                "The Noxus run %s of an earlier try ended %s; creating a new run.",
+                record.run_id,
+                status.value,
+            )
+            return None
+        self.log.info(
+            "Reattaching to Noxus run %s (%s) created by an earlier try.", record.run_id, run.get("status")
+        )
+        return run
+
+    def _create(self, ledger: RunLedger, intent: str, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Create the run; a create whose answer is lost is found again, never made twice."""
+        resolved = resolve_file_inputs(
+            inputs, hook=self.hook, allow_private_urls=self.allow_private_file_urls
+        )
+        body = protocol.create_run_body(
+            resolved,
+            workflow_version_id=self.workflow_version_id,
+            node_ids=self.node_ids,
+            callback_url=None if self.use_sync_endpoint else self.callback_url,
+        )
+        record = RunRecord(
+            workflow_id=self.workflow_id,
+            intent=intent,
+            sent_at=time.time(),
+            input_fingerprint=fingerprint(body["input"]),
+        )
+        ledger.save(record)
+        self._create_in_flight = record
+        try:
+            run = self._send_create(resolved)
+        except NoxusError as error:
+            if not _is_ambiguous(error):
+                raise
+            run = self._adopt_after(error, record)
+        except BaseException:
+            # Cut short (execution_timeout, an interrupt): the run may exist; stop it if it is found.
+            if self.cancel_on_kill:
+                lost = self._find_lost_run(record, attempts=1)
+                if lost is not None:
+                    self.stop_run(str(lost["id"]), "the task was interrupted while the run was being created")
+            raise
+        finally:
+            self._create_in_flight = None
+        ledger.save(record.with_run(str(run["id"])))
+        if self._killed:
+            self.stop_run(str(run["id"]), "the task was killed while the run was being created")
+            raise AirflowException(
+                f"Task {self.task_id!r} was killed while Noxus run {run['id']} was being created."
+            )
+        return run
+
+    def _send_create(self, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
+        """One create (the sync endpoint's run is final, or a run still going after its 504)."""
+        options: dict[str, Any] = {"workflow_version_id": self.workflow_version_id, "node_ids": self.node_ids}
+        if not self.use_sync_endpoint:
+            run = self.hook.create_run(self.workflow_id, inputs, callback_url=self.callback_url, **options)
+        else:
+            try:
+                run = self.hook.create_run_sync(
+                    self.workflow_id, inputs, use_output_ids=self.output_keys_by_id, **options
+                )
+            except NoxusSyncEndpointTimeout as error:
+                if not error.run_id:
+                    raise
+                self.log.info(
+                    "The sync endpoint gave up before Noxus run %s ended; waiting for that run%s.",
+                    error.run_id,
+                    " (its output will be keyed by label: the API keys by id only on the sync endpoint)"
+                    if self.output_keys_by_id
+                    else "",
+                )
+                run = {"id": error.run_id, "status": NoxusRunStatus.RUNNING.value}
+        if not isinstance(run.get("id"), str) or not run["id"]:
+            raise NoxusProtocolError(
+                "The Noxus API answered the run creation without a run id.",
+                endpoint=f"POST /v1/workflows/{self.workflow_id}/runs",
+                workflow_id=self.workflow_id,
+                detail=shorten(json.dumps(run, default=str)),
+            )
+        return run
+
+    def _adopt_after(self, error: NoxusError, record: RunRecord) -> Mapping[str, Any]:
+        """The run a create that failed with ``error`` made, found in the workflow's run list; else
+        the error, to be retried (on Airflow 3.3+ the next try looks again before creating)."""
+        self.log.warning(
+            "The answer to the run creation was lost (%s); looking for the run it may have made.", error
+        )
+        run = self._find_lost_run(record, attempts=len(LOOKUP_DELAYS_S))
+        if run is not None:
+            return run
+        raise NoxusRunError(
+            "The Noxus run creation got no usable answer and no run made by it was found in the workflow's "
+            "newest runs. "
+            + (
+                "The next try looks for it again before creating a new run."
+                if AIRFLOW_V_3_3_PLUS
+                else "A retry creates a new run (Airflow before 3.3 cannot carry the search over)."
+            ),
+            workflow_id=self.workflow_id,
+        ) from error
+
+    def _find_lost_run(self, record: RunRecord, *, attempts: int) -> Mapping[str, Any] | None:
+        """Look for the run of ``record``'s create in the workflow's run list, ``attempts`` times at
+        :data:`LOOKUP_DELAYS_S`; log what was found."""
+        for attempt, delay in enumerate(LOOKUP_DELAYS_S[:attempts]):
+            if attempt:
+                time.sleep(delay)
+            try:
+                run = find_lost_run(
+                    lambda page, size: self.hook.list_runs(self.workflow_id, page=page, size=size),
+                    record,
+                    self.workflow_version_id,
+                )
+            except NoxusError as error:
+                self.log.warning("Could not read the runs of workflow %s: %s", self.workflow_id, error)
+                continue
+            if run is not None:
+                self.log.info(
+                    "Found Noxus run %s (%s), made by a create whose answer was lost: adopting it.",
+                    run["id"],
+                    run.get("status"),
+                )
+                return run
+        return None
+
+    # ---- execute_complete and the result (the wait is in task_wait) -------------------------
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         self._active_run_id = str(event["run_id"])
         return super().execute_complete(context, event)
 
+    def delivered(self, context: Context, run_id: str) -> None:
+        """Mark the run as delivered: a later try of this task instance (a clear) makes a new run."""
+        ledger = RunLedger(context.get("task_state_store") if AIRFLOW_V_3_3_PLUS else None)  # type: ignore[call-overload]
+        if ledger.record is not None and ledger.record.run_id == run_id:
+            ledger.save(ledger.record.as_delivered())
+
     def on_kill(self) -> None:
-        """Stop the run when the task is killed on the worker (best effort)."""
-        if self._active_run_id and self.cancel_on_kill:
+        """Stop the run when the task is killed on the worker (best effort).
+
+        Killed while its create is in flight (Airflow runs this in a signal handler, between two steps
+        of the create), the run is stopped as soon as the create answers; a create cut short (by
+        ``execution_timeout``) leaves its run to be found in the workflow's run list and stopped.
+        """
+        if not self.cancel_on_kill:
+            return
+        self._killed = True
+        if self._active_run_id:
             self.stop_run(self._active_run_id, "task killed")
+        elif self._create_in_flight is not None:
+            self.log.info("The task was killed during the run creation: the run is stopped once made.")

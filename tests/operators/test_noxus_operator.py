@@ -26,7 +26,8 @@ from airflow_provider_noxus.exceptions import (
     NoxusValidationError,
 )
 from airflow_provider_noxus.hooks.noxus import NoxusHook
-from airflow_provider_noxus.operators.noxus import RUN_STATE_KEY, NoxusRunOperator
+from airflow_provider_noxus.operators.noxus import NoxusRunOperator
+from airflow_provider_noxus.run_identity import RUN_RECORD_KEY
 from airflow_provider_noxus.triggers.noxus import NoxusRunTrigger
 
 #: (deferrable, wait_strategy) of every waiting mode.
@@ -121,7 +122,8 @@ def test_already_final_run_is_not_deferred(emu: Any) -> None:
     workflow_id = emu.control.workflow_id("echo")
     finished = NoxusHook().create_run_sync(workflow_id, {"text": "done"})
     task = operator(emu, "echo")
-    assert task.wait_for(make_context(), finished, deferrable=True) == {"text": "done"}
+    assert task.deferrable
+    assert task.wait_for(make_context(), finished) == {"text": "done"}
 
 
 # ---- failures -------------------------------------------------------------------------------
@@ -154,7 +156,7 @@ def test_stopped_run_raises(emu: Any, deferrable: bool) -> None:
         run_id = NoxusHook().create_run(task.workflow_id, {"seconds": 30})["id"]
         NoxusHook().stop_run(run_id)
         with pytest.raises(NoxusRunError, match="stopped") as raised:
-            task.wait_for(context, {"id": run_id, "status": "running"}, deferrable=False)
+            task.wait_for(context, {"id": run_id, "status": "running"})
     assert raised.value.status == "stopped"
 
 
@@ -266,7 +268,7 @@ def test_retry_after_a_crash_reattaches_to_the_running_run(emu: Any) -> None:
     store = DictStateStore()
     first_try = operator(emu, "slow", {"seconds": 1})
     defer_only(first_try, make_context(FakeTaskInstance(try_number=1), store))  # the worker dies here
-    run_id = store.values[RUN_STATE_KEY]["run_id"]
+    run_id = store.values[RUN_RECORD_KEY]["run_id"]
 
     retry = operator(emu, "slow", {"seconds": 1})
     context = make_context(FakeTaskInstance(try_number=2), store)
@@ -276,9 +278,12 @@ def test_retry_after_a_crash_reattaches_to_the_running_run(emu: Any) -> None:
 
 
 @needs_store
-def test_retry_after_completion_returns_the_output_without_a_new_run(emu: Any) -> None:
+def test_retry_after_a_crash_in_execute_complete_returns_the_output_without_a_new_run(emu: Any) -> None:
     store = DictStateStore()
-    run_task(operator(emu, "echo", {"text": "once"}), make_context(store=store))
+    first_try = operator(emu, "echo", {"text": "once"})
+    deferred = defer_only(first_try, make_context(store=store))
+    assert asyncio.run(first_event(deferred.trigger))["status"] == "success"
+    # The worker dies before execute_complete: the run completed but its output was never delivered.
     retry = operator(emu, "echo", {"text": "once"})
     assert retry.execute(make_context(FakeTaskInstance(try_number=2), store)) == {"text": "once"}
     assert counters(emu)["runs_created_total"] == 1
@@ -289,10 +294,10 @@ def test_retry_after_a_failed_run_creates_a_new_one(emu: Any) -> None:
     store = DictStateStore()
     with pytest.raises(NoxusRunError):
         run_task(operator(emu, "fail"), make_context(store=store))
-    first_run = store.values[RUN_STATE_KEY]["run_id"]
+    first_run = store.values[RUN_RECORD_KEY]["run_id"]
     with pytest.raises(NoxusRunError):
         run_task(operator(emu, "fail"), make_context(FakeTaskInstance(try_number=2), store))
-    assert store.values[RUN_STATE_KEY]["run_id"] != first_run
+    assert store.values[RUN_RECORD_KEY]["run_id"] != first_run
     assert counters(emu)["runs_created_total"] == 2
 
 

@@ -1,0 +1,671 @@
+"""The wait for a Noxus run, written once: an I/O-free state machine and the two loops that drive it.
+
+:class:`RunWait` is told what happened (a status read, event-stream frames, the stream closing, an
+error) and answers what to do next (:meth:`RunWait.next_action`): finish with an outcome, sleep, read
+the run's status, open or read the event stream. Every decision of a wait lives there: final statuses,
+human feedback, unknown or missing statuses, backoff after errors and its floor, the deadline, stream
+failures and the fall-back to polling, the periodic status check while streaming, progress logging.
+
+Two drivers feed it: :func:`drive` (blocking: the hook's ``wait_for_run``, the operator with
+``deferrable=False``, the sensor's poke mode) and :func:`adrive` (the trigger, in the triggerer's event
+loop). They only perform the I/O an action asks for and report the result, so the same arguments behave
+the same on a worker and in the triggerer.
+
+A wait ends with a :class:`WaitOutcome`, which is also the payload of the trigger's event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from airflow_provider_noxus import exceptions
+from airflow_provider_noxus.exceptions import (
+    NoxusConfigurationError,
+    NoxusError,
+    NoxusProtocolError,
+    NoxusRateLimitedError,
+    NoxusServerError,
+    NoxusTLSError,
+    NoxusTransportError,
+)
+from airflow_provider_noxus.protocol import NoxusRunStatus, RetryPolicy, RunEvent, backoff_seconds
+
+WAIT_STRATEGIES = ("auto", "stream", "poll")
+HUMAN_FEEDBACK_ACTIONS = ("wait", "fail")
+DEFAULT_POLL_INTERVAL_S = 5.0
+#: Consecutive event-stream failures (errors, or closes with no new frame) before polling instead.
+STREAM_FAILURES_BEFORE_POLLING = 3
+#: While streaming, the run's status is also read every this many poll intervals: a stream that stays
+#: open but never sends the final frame (a proxy, a server bug) cannot hold the wait past the run's end.
+STATUS_CHECK_EVERY_POLL_INTERVALS = 6
+#: Longest silence accepted on an open event stream (the server sends ``: keep-alive`` every 15 s).
+STREAM_IDLE_TIMEOUT_S = 45.0
+#: Cap of the wait between two attempts after errors, whatever the poll interval.
+MAX_WAIT_BACKOFF_S = 60.0
+
+OUTCOME_SUCCESS = "success"
+OUTCOME_FAILED = "failed"
+OUTCOME_STOPPED = "stopped"
+OUTCOME_TIMEOUT = "timeout"
+OUTCOME_ERROR = "error"
+
+#: Errors after which a wait goes on (after a backoff): the server or the network may recover.
+#: Anything else (a refused key, a missing run, a TLS failure, a bad setting) ends the wait.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    NoxusServerError,
+    NoxusRateLimitedError,
+    NoxusTransportError,
+    NoxusProtocolError,
+    TimeoutError,
+    asyncio.TimeoutError,
+)
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether waiting may go on after ``error`` (a TLS failure will not heal by itself)."""
+    return isinstance(error, TRANSIENT_ERRORS) and not isinstance(error, NoxusTLSError)
+
+
+def _finite_seconds(name: str, value: Any, *, allow_zero: bool = False) -> float:
+    """``value`` as seconds, refusing what is not a finite number above 0 (or >= 0)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise NoxusConfigurationError(f"{name} must be a number of seconds, got {value!r}.")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "above 0"
+        raise NoxusConfigurationError(f"{name} must be a finite number of seconds {bound}, got {value!r}.")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class WaitOptions:
+    """How to wait, as a task or a trigger is told; checked when built (at DAG parse for tasks).
+
+    :param strategy: ``stream`` (follow the event stream, polling after repeated stream failures),
+        ``poll``, or ``auto`` (stream; in the triggerer, poll once many triggers of the process stream).
+    :param poll_interval: seconds between status reads when polling.
+    :param on_human_feedback: ``wait`` keeps waiting while the run awaits human feedback; ``fail``
+        ends the wait with a ``failed`` outcome.
+    """
+
+    strategy: str = "auto"
+    poll_interval: float = DEFAULT_POLL_INTERVAL_S
+    on_human_feedback: str = "wait"
+
+    def __post_init__(self) -> None:
+        if self.strategy not in WAIT_STRATEGIES:
+            raise NoxusConfigurationError(
+                f"wait_strategy must be one of {WAIT_STRATEGIES}, got {self.strategy!r}."
+            )
+        if self.on_human_feedback not in HUMAN_FEEDBACK_ACTIONS:
+            raise NoxusConfigurationError(
+                f"on_human_feedback must be one of {HUMAN_FEEDBACK_ACTIONS}, got {self.on_human_feedback!r}."
+            )
+        object.__setattr__(self, "poll_interval", _finite_seconds("poll_interval", self.poll_interval))
+
+
+def check_timeout(name: str, value: float | None) -> float | None:
+    """A wait's limit in seconds: None, or a finite number above 0."""
+    return None if value is None else _finite_seconds(name, value)
+
+
+# --------------------------------------------------------------------------------------------
+# The outcome (also the trigger's event payload)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WaitOutcome:
+    """How a wait ended.
+
+    :param status: ``success``, ``failed``, ``stopped``, ``timeout`` or ``error``.
+    :param run_id: the run waited for.
+    :param workflow_id: its workflow.
+    :param message: what happened, in words a person understands.
+    :param run_status: the run's own status when last seen (e.g. ``awaiting_human_feedback``).
+    :param last_event_id: the last event-stream id seen.
+    :param error_type: for ``error``, the class name of the :class:`NoxusError` that ended the wait.
+    :param error: for ``error`` on a worker, that error itself (not part of the event).
+    """
+
+    status: str
+    run_id: str
+    workflow_id: str
+    message: str
+    run_status: str | None = None
+    last_event_id: str | None = None
+    error_type: str | None = None
+    error: BaseException | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def refused_feedback(self) -> bool:
+        """The wait failed because the run paused for human feedback with ``on_human_feedback='fail'``."""
+        return (
+            self.status == OUTCOME_FAILED and self.run_status == NoxusRunStatus.AWAITING_HUMAN_FEEDBACK.value
+        )
+
+    def to_event(self) -> dict[str, Any]:
+        """The payload of the trigger's event: plain JSON values only."""
+        return {
+            "status": self.status,
+            "run_id": self.run_id,
+            "workflow_id": self.workflow_id,
+            "message": self.message,
+            "run_status": self.run_status,
+            "last_event_id": self.last_event_id,
+            "error_type": self.error_type,
+        }
+
+    @classmethod
+    def from_event(cls, payload: Mapping[str, Any]) -> WaitOutcome:
+        """Read a trigger event's payload (keys this version does not know are ignored)."""
+        return cls(
+            status=str(payload["status"]),
+            run_id=str(payload["run_id"]),
+            workflow_id=str(payload["workflow_id"]),
+            message=str(payload.get("message") or ""),
+            run_status=payload.get("run_status"),
+            last_event_id=payload.get("last_event_id"),
+            error_type=payload.get("error_type"),
+        )
+
+    def raise_error(self) -> None:
+        """Raise the error that ended an ``error`` wait: the original one on a worker; from an event,
+        one of the same class (so a refused key still fails the task without spending its retries)."""
+        if self.error is not None:
+            raise self.error
+        error_class = getattr(exceptions, self.error_type or "", None)
+        if not (isinstance(error_class, type) and issubclass(error_class, NoxusError)):
+            error_class = exceptions.NoxusRunError
+        raise error_class(self.message, run_id=self.run_id, workflow_id=self.workflow_id)
+
+
+# --------------------------------------------------------------------------------------------
+# Actions: what the state machine asks a driver to do next
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The wait is over."""
+
+    outcome: WaitOutcome
+
+
+@dataclass(frozen=True)
+class Sleep:
+    """Do nothing for ``seconds``."""
+
+    seconds: float
+
+    def perform(self, io: Any) -> Any:
+        return io.sleep(self.seconds)
+
+
+@dataclass(frozen=True)
+class ReadStatus:
+    """Read the run's status (``GET /v1/runs/{id}``), bounded by ``timeout`` seconds."""
+
+    timeout: float
+
+    def perform(self, io: Any) -> Any:
+        return io.read_status(self.timeout)
+
+
+@dataclass(frozen=True)
+class OpenStream:
+    """Open the run's event stream after ``last_event_id``, each read bounded by ``timeout`` seconds
+    (a failure to open shows on the first :class:`ReadStream`)."""
+
+    last_event_id: str | None
+    timeout: float
+
+    def perform(self, io: Any) -> Any:
+        return io.open_stream(self.last_event_id, self.timeout)
+
+
+@dataclass(frozen=True)
+class ReadStream:
+    """Read the frames of the stream's next chunk (None at its end), within ``timeout`` seconds."""
+
+    timeout: float
+
+    def perform(self, io: Any) -> Any:
+        return io.read_stream(self.timeout)
+
+
+WaitAction = Finish | Sleep | ReadStatus | OpenStream | ReadStream
+
+
+# --------------------------------------------------------------------------------------------
+# Progress
+# --------------------------------------------------------------------------------------------
+
+
+class RunProgressLogger:
+    """Logs a run's progress: one line per run status change and per node start/finish/failure.
+
+    Fed by status reads (:meth:`on_run`) or event-stream frames (:meth:`on_event`); streamed
+    tokens never produce a line.
+
+    :param log: where to write.
+    :param run_id: the run, named in each line.
+    """
+
+    _NODE_WORDS = {"running": "started", "completed": "finished", "failed": "failed", "skipped": "skipped"}
+
+    def __init__(self, log: logging.Logger | Any, run_id: str) -> None:
+        self._log = log
+        self._run_id = run_id
+        self._status: str | None = None
+        self._progress: Any = None
+        self._nodes: dict[str, str] = {}
+
+    def on_run(self, run: Mapping[str, Any]) -> None:
+        """A run object: status, progress and the node lists of ``progress_details``."""
+        progress = run.get("progress")
+        if isinstance(progress, (int, float)) and not isinstance(progress, bool):
+            self._progress = progress
+        details = run.get("progress_details")
+        if isinstance(details, Mapping):
+            for key, node_status in (("running_nodes", "running"), ("executed_nodes", "completed")):
+                nodes = details.get(key)
+                for node_id in nodes if isinstance(nodes, list) else ():
+                    self._node(str(node_id), node_status)
+        self.on_status(run.get("status"))
+
+    def on_event(self, event: RunEvent) -> None:
+        """One event-stream frame."""
+        if event.type == "state":
+            self.on_run(event.data)
+        elif event.type == "content" and event.data.get("id"):
+            self._node(str(event.data["id"]), str(event.data.get("status") or "running"))
+        if event.workflow_status:
+            self.on_status(event.workflow_status)
+
+    def on_status(self, status: Any) -> None:
+        if status and isinstance(status, str) and status != self._status:
+            self._status = status
+            progress = f"{self._progress}%" if self._progress is not None else "?%"
+            self._log.info("Noxus run %s is %s (progress %s).", self._run_id, status, progress)
+
+    def _node(self, node_id: str, status: str) -> None:
+        if self._nodes.get(node_id) == status or (status == "running" and node_id in self._nodes):
+            return
+        self._nodes[node_id] = status
+        word = self._NODE_WORDS.get(status, status)
+        progress = f"{self._progress}%" if self._progress is not None else "?%"
+        self._log.info("Noxus run %s: node %s %s (progress %s).", self._run_id, node_id, word, progress)
+
+
+# --------------------------------------------------------------------------------------------
+# The state machine
+# --------------------------------------------------------------------------------------------
+
+
+class RunWait:
+    """The wait for one run, without I/O: feed it what happened, ask it what to do next.
+
+    :param run_id: the run.
+    :param workflow_id: its workflow (named in messages and the outcome).
+    :param options: strategy, poll interval, human-feedback handling.
+    :param stream: whether to follow the event stream (else poll from the start).
+    :param deadline: the time, on ``clock``, at which the wait gives up; None waits without limit.
+    :param clock: the current time in seconds (``time.monotonic`` on a worker, ``time.time`` in the
+        triggerer, whose deadline must survive a restart).
+    :param log: where progress and warnings go.
+    :param request_timeout: bound of one status read (the connection's ``timeout``).
+    :param max_backoff: cap of the wait after errors (the connection's ``max_backoff``).
+    :param last_event_id: resume the event stream after this id.
+    :param on_polling: called once when the wait stops streaming (to free a streaming slot).
+    """
+
+    def __init__(
+        self,
+        run_id: str,
+        workflow_id: str,
+        options: WaitOptions,
+        *,
+        stream: bool,
+        deadline: float | None,
+        clock: Callable[[], float],
+        log: logging.Logger | Any,
+        request_timeout: float,
+        max_backoff: float,
+        last_event_id: str | None = None,
+        on_polling: Callable[[], None] | None = None,
+    ) -> None:
+        self.run_id = run_id
+        self.workflow_id = workflow_id
+        self.options = options
+        self.deadline = deadline
+        self.last_event_id = last_event_id
+        self.run_status: str | None = None
+        self._clock = clock
+        self._log = log
+        self._progress = RunProgressLogger(log, run_id)
+        self._request_timeout = request_timeout
+        self._stream_idle_timeout = max(request_timeout, STREAM_IDLE_TIMEOUT_S)
+        self._backoff = RetryPolicy(
+            backoff_initial=options.poll_interval,
+            backoff_max=max(options.poll_interval, min(max_backoff, MAX_WAIT_BACKOFF_S)),
+        )
+        self._status_check_interval = options.poll_interval * (
+            STATUS_CHECK_EVERY_POLL_INTERVALS if stream else 1
+        )
+        self._on_polling = on_polling
+        self._outcome: WaitOutcome | None = None
+        self._streaming = stream
+        self._stream_open = False
+        self._stream_progressed = False
+        self._stream_failures = 0
+        self._status_errors = 0
+        self._reopen_at = 0.0
+        now = clock()
+        self._next_status_read = now + self._status_check_interval if stream else now
+        self._warned: set[str] = set()
+
+    # ---- what to do next -----------------------------------------------------------------
+
+    @property
+    def outcome(self) -> WaitOutcome | None:
+        """The outcome, once the wait is over."""
+        return self._outcome
+
+    @property
+    def streaming(self) -> bool:
+        """Whether the wait follows the event stream (False once it polls)."""
+        return self._streaming
+
+    def next_action(self) -> WaitAction:
+        """What the driver should do now."""
+        if self._outcome is not None:
+            return Finish(self._outcome)
+        now = self._clock()
+        remaining = None if self.deadline is None else self.deadline - now
+        if remaining is not None and remaining <= 0:
+            self._outcome = self._make_outcome(
+                OUTCOME_TIMEOUT,
+                f"Noxus run {self.run_id} of workflow {self.workflow_id} was still "
+                f"{self.run_status or 'running'} at the wait's deadline.",
+            )
+            return Finish(self._outcome)
+
+        def bounded(seconds: float) -> float:
+            return seconds if remaining is None else min(seconds, remaining)
+
+        if now >= self._next_status_read:
+            return ReadStatus(bounded(self._request_timeout))
+        if not self._streaming:
+            return Sleep(bounded(self._next_status_read - now))
+        if self._stream_open:
+            return ReadStream(bounded(self._stream_idle_timeout))
+        if now < self._reopen_at:
+            return Sleep(bounded(min(self._reopen_at, self._next_status_read) - now))
+        self._stream_open = True
+        self._stream_progressed = False
+        return OpenStream(self.last_event_id, bounded(self._stream_idle_timeout))
+
+    # ---- what happened ---------------------------------------------------------------------
+
+    def report(self, action: WaitAction, result: Any = None, error: BaseException | None = None) -> None:
+        """What came of performing ``action``: its ``result``, or the ``error`` it raised."""
+        if isinstance(action, ReadStatus):
+            if error is not None:
+                self.status_failed(error)
+            else:
+                self.status_read(result)
+        elif isinstance(action, (OpenStream, ReadStream)):
+            if error is not None:
+                self.stream_failed(error)
+            elif isinstance(action, ReadStream):
+                if result is None:
+                    self.stream_closed()
+                else:
+                    self.stream_read(result)
+
+    def status_read(self, run: Mapping[str, Any]) -> None:
+        """A status read answered with ``run`` (``GET /v1/runs/{id}``, or a page of the run list)."""
+        self._status_errors = 0
+        self._next_status_read = self._clock() + self._status_check_interval
+        self._progress.on_run(run)
+        status = run.get("status")
+        if status is None:
+            self._warn_once(
+                "<missing>",
+                "Noxus run %s: the server answered without a status; treated as still running.",
+                self.run_id,
+            )
+            return
+        self._judge(status)
+
+    def status_failed(self, error: BaseException) -> None:
+        """A status read failed with ``error``."""
+        if self._end_on_fatal(error) or self._past_deadline():
+            return
+        self._status_errors += 1
+        self._next_status_read = self._after_backoff(self._status_errors, error, "the status read")
+
+    def stream_read(self, events: list[RunEvent]) -> None:
+        """A chunk of the stream arrived with these frames (none for a keep-alive)."""
+        for event in events:
+            if event.event_id and event.event_id != self.last_event_id:
+                self.last_event_id = event.event_id
+                self._stream_progressed = True
+                self._stream_failures = 0
+            self._progress.on_event(event)
+            status = event.workflow_status or (event.data.get("status") if event.type == "state" else None)
+            if status is not None:
+                self._judge(status)
+            if self._outcome is not None:
+                return
+
+    def stream_closed(self) -> None:
+        """The server closed the stream before the run's final frame."""
+        self._stream_open = False
+        if self._stream_progressed:
+            self._reopen_at = self._clock()
+            return
+        self._stream_failure(EOFError("the event stream closed before the run's final frame"))
+
+    def stream_failed(self, error: BaseException) -> None:
+        """Opening or reading the stream failed with ``error``; the driver has dropped it."""
+        self._stream_open = False
+        if self._end_on_fatal(error) or self._past_deadline():
+            return
+        if self._stream_progressed:
+            self._reopen_at = self._clock()
+            return
+        self._stream_failure(error)
+
+    # ---- decisions -------------------------------------------------------------------------
+
+    def _past_deadline(self) -> bool:
+        """Whether the deadline has passed (a failure then is the deadline's, not worth a retry)."""
+        return self.deadline is not None and self._clock() >= self.deadline
+
+    def _stream_failure(self, error: BaseException) -> None:
+        self._stream_failures += 1
+        if self._stream_failures >= STREAM_FAILURES_BEFORE_POLLING:
+            self._log.warning(
+                "Noxus run %s: the event stream failed %d times in a row (%s); polling every %.1f s now.",
+                self.run_id,
+                self._stream_failures,
+                _describe(error),
+                self.options.poll_interval,
+            )
+            self._streaming = False
+            self._status_check_interval = self.options.poll_interval
+            self._next_status_read = self._clock()
+            if self._on_polling is not None:
+                self._on_polling()
+            return
+        self._reopen_at = self._after_backoff(self._stream_failures, error, "the event stream")
+
+    def _after_backoff(self, failures: int, error: BaseException, what: str) -> float:
+        """When to try ``what`` again after its ``failures``-th failure in a row (logged)."""
+        delay = backoff_seconds(self._backoff, failures, error)
+        message = "Noxus run %s: %s failed (%s); trying again in %.1f s."
+        self._log.warning(message, self.run_id, what, _describe(error), delay)
+        return self._clock() + delay
+
+    def _end_on_fatal(self, error: BaseException) -> bool:
+        """End the wait with an ``error`` outcome when ``error`` will not heal by waiting."""
+        if is_transient(error):
+            return False
+        self._outcome = self._make_outcome(
+            OUTCOME_ERROR,
+            f"Stopped waiting for Noxus run {self.run_id}: {_describe(error)}",
+            error_type=type(error).__name__ if isinstance(error, NoxusError) else None,
+            error=error,
+        )
+        return True
+
+    def _judge(self, value: Any) -> None:
+        """Record the run's status; end the wait when it is final (or refused human feedback)."""
+        self.run_status = str(value)
+        status = NoxusRunStatus.parse(value)
+        if status is None:
+            self._warn_once(
+                self.run_status,
+                "Noxus run %s reports the unknown status %r; treated as still running.",
+                self.run_id,
+                value,
+            )
+            return
+        if status is NoxusRunStatus.COMPLETED:
+            self._outcome = self._make_outcome(OUTCOME_SUCCESS, f"Noxus run {self.run_id} completed.")
+        elif status is NoxusRunStatus.FAILED:
+            self._outcome = self._make_outcome(OUTCOME_FAILED, f"Noxus run {self.run_id} failed.")
+        elif status is NoxusRunStatus.STOPPED:
+            self._outcome = self._make_outcome(OUTCOME_STOPPED, f"Noxus run {self.run_id} was stopped.")
+        elif status is NoxusRunStatus.AWAITING_HUMAN_FEEDBACK:
+            if self.options.on_human_feedback == "fail":
+                self._outcome = self._make_outcome(
+                    OUTCOME_FAILED,
+                    f"Noxus run {self.run_id} paused awaiting human feedback and on_human_feedback='fail'. "
+                    "Answer it in the Noxus app and use on_human_feedback='wait' to wait for the feedback.",
+                )
+            else:
+                self._warn_once(
+                    status.value, "Noxus run %s is waiting for human feedback.", self.run_id, level="info"
+                )
+
+    def _warn_once(self, key: str, message: str, *args: Any, level: str = "warning") -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            getattr(self._log, level)(message, *args)
+
+    def _make_outcome(self, status: str, message: str, **extra: Any) -> WaitOutcome:
+        return WaitOutcome(
+            status=status,
+            run_id=self.run_id,
+            workflow_id=self.workflow_id,
+            message=message,
+            run_status=self.run_status,
+            last_event_id=self.last_event_id,
+            **extra,
+        )
+
+
+def judge_run(
+    run: Mapping[str, Any], workflow_id: str, options: WaitOptions, log: logging.Logger | Any
+) -> WaitOutcome | None:
+    """The outcome a wait would reach on seeing ``run`` (a run object already at hand), or None while
+    the run goes on."""
+    wait = RunWait(
+        str(run.get("id")),
+        workflow_id,
+        options,
+        stream=False,
+        deadline=None,
+        clock=lambda: 0.0,
+        log=log,
+        request_timeout=0.0,
+        max_backoff=0.0,
+    )
+    wait.status_read(run)
+    return wait.outcome
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, NoxusError):
+        return str(error)
+    return str(error) or type(error).__name__
+
+
+# --------------------------------------------------------------------------------------------
+# The drivers
+# --------------------------------------------------------------------------------------------
+
+#: Failures of a wait's I/O that the wait judges (anything else is a bug and propagates).
+WAIT_IO_ERRORS = (NoxusError, TimeoutError, asyncio.TimeoutError)
+
+
+class WaitIO(Protocol):
+    """The I/O a blocking wait performs (the async twin has the same methods, as coroutines)."""
+
+    def sleep(self, seconds: float) -> None: ...
+
+    def read_status(self, timeout: float) -> Mapping[str, Any]:
+        """``GET /v1/runs/{id}``, sent once, bounded by ``timeout`` seconds."""
+
+    def open_stream(self, last_event_id: str | None, timeout: float) -> None:
+        """Start reading the event stream after ``last_event_id`` (closing a previous one)."""
+
+    def read_stream(self, timeout: float) -> list[RunEvent] | None:
+        """The frames of the stream's next chunk (none for a keep-alive), or None at its end."""
+
+    def close(self) -> None:
+        """Close the stream, if one is open."""
+
+
+def drive(wait: RunWait, io: WaitIO) -> WaitOutcome:
+    """Run ``wait`` to its end with blocking I/O; the stream is closed on every exit."""
+    with contextlib.closing(io):
+        while not isinstance(action := wait.next_action(), Finish):
+            wait.report(action, *_attempt(action.perform, io))
+        return action.outcome
+
+
+async def adrive(wait: RunWait, io: Any) -> WaitOutcome:
+    """Run ``wait`` to its end in an event loop with ``io``'s coroutines (:class:`WaitIO`'s methods);
+    the stream is closed on every exit, cancellation included."""
+    async with contextlib.aclosing(io):
+        while not isinstance(action := wait.next_action(), Finish):
+            wait.report(action, *await _attempt_async(action.perform, io))
+        return action.outcome
+
+
+def _attempt(perform: Callable[[Any], Any], io: Any) -> tuple[Any, BaseException | None]:
+    try:
+        return perform(io), None
+    except WAIT_IO_ERRORS as error:
+        return None, error
+
+
+async def _attempt_async(perform: Callable[[Any], Any], io: Any) -> tuple[Any, BaseException | None]:
+    try:
+        return await perform(io), None
+    except WAIT_IO_ERRORS as error:
+        return None, error
+
+
+__all__ = [
+    "HUMAN_FEEDBACK_ACTIONS",
+    "WAIT_STRATEGIES",
+    "RunProgressLogger",
+    "RunWait",
+    "WaitIO",
+    "WaitOptions",
+    "WaitOutcome",
+    "adrive",
+    "check_timeout",
+    "drive",
+    "judge_run",
+]
