@@ -7,6 +7,7 @@ runs progress as tasks of that loop, SSE streams wait on their run's event log.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -21,7 +22,7 @@ import aiohttp
 from aiohttp import web
 
 from airflow_provider_noxus.emulator.errors import ApiError, ValidationFailed, invalid, validation_issue
-from airflow_provider_noxus.emulator.faults import Counters, Fault, FaultRegistry, make_fault
+from airflow_provider_noxus.emulator.faults import NO_RETRY_AFTER, Counters, Fault, FaultRegistry, make_fault
 from airflow_provider_noxus.emulator.files import (
     MAX_FILE_BYTES,
     FileStore,
@@ -29,7 +30,7 @@ from airflow_provider_noxus.emulator.files import (
     StoredFile,
     check_url,
 )
-from airflow_provider_noxus.emulator.runs import Run, RunEngine, parse_event_id
+from airflow_provider_noxus.emulator.runs import EventLog, Run, RunEngine, parse_event_id
 from airflow_provider_noxus.emulator.webhooks import deliver_webhook
 from airflow_provider_noxus.emulator.workflows import (
     ID_NAMESPACE,
@@ -64,6 +65,12 @@ NODE_CATALOGUE = [
     },
     {"type": "OutputNode", "title": "Output", "category": "io", "inputs": ["value"], "outputs": []},
 ]
+#: The page a proxy in front of the API (nginx) answers when the API's answer is lost.
+PROXY_502_PAGE = (
+    "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    "<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+)
+KEEP_ALIVE = b": keep-alive\n\n"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Typed request-storage keys where aiohttp has them (3.12+), plain strings before.
 WORKSPACE_KEY: Any = web.RequestKey("workspace", object) if hasattr(web, "RequestKey") else "workspace"
@@ -188,6 +195,16 @@ class InjectedReset(Exception):
     """A ``reset`` fault closed the connection: there is no answer to send."""
 
 
+class EmulatorStopping(Exception):
+    """The emulator stops: a trickling answer ends at once instead of holding the shutdown."""
+
+
+def request_fault(request: web.Request, kind: str) -> Fault | None:
+    """The fault of ``kind`` the request carries into its handler, or None."""
+    fault: Fault | None = request.get(FAULT_KEY)
+    return fault if fault is not None and fault.kind == kind else None
+
+
 class Emulator:
     """The emulator's state and handlers; :meth:`build_app` makes the aiohttp application.
 
@@ -296,6 +313,9 @@ class Emulator:
             log.exception("Emulator error on %s %s", request.method, request.path)
             response = error_response(ApiError(500, "Internal Server Error"))
         if endpoint is not None and not endpoint.startswith("control_"):
+            fault = request_fault(request, "trickle") or request_fault(request, "lose_answer")
+            if fault is not None and isinstance(response, web.Response):
+                return await self._send_damaged(request, endpoint, response, fault)
             self.counters.count_request(endpoint, response.status)
         return response
 
@@ -318,12 +338,13 @@ class Emulator:
         elif fault.kind == "status":
             status = fault.status or 503
             headers = {}
-            if status == 429:
-                retry_after = fault.retry_after if fault.retry_after is not None else 1.0
-                headers["Retry-After"] = (
-                    str(int(retry_after)) if retry_after == int(retry_after) else str(retry_after)
-                )
+            if fault.retry_after is not None and fault.retry_after != NO_RETRY_AFTER:
+                headers["Retry-After"] = fault.retry_after
             raise ApiError(status, f"Injected fault: HTTP {status}", headers=headers)
+        elif fault.kind == "redirect":
+            location = (fault.location or "/").replace("{path}", request.path_qs)
+            headers = {"Location": location, "x-request-id": uuid.uuid4().hex}
+            return web.Response(status=fault.status or 307, headers=headers)
         elif fault.kind == "malformed":
             return web.Response(status=200, body=b'{"id": "truncated', content_type="application/json")
         elif fault.kind == "reset":
@@ -332,6 +353,79 @@ class Emulator:
         else:
             request[FAULT_KEY] = fault
         return None
+
+    async def _send_damaged(
+        self, request: web.Request, endpoint: str, answer: web.Response, fault: Fault
+    ) -> web.StreamResponse:
+        """Send ``answer`` as a ``trickle`` or ``lose_answer`` fault says, and count what went out."""
+        body = answer.body if isinstance(answer.body, bytes) else b""
+        if fault.kind == "trickle":
+            self.counters.count_request(endpoint, answer.status)
+            stream = web.StreamResponse(status=answer.status, reason=answer.reason, headers=answer.headers)
+            stream.content_length = len(body)
+            await stream.prepare(request)
+            try:
+                await self._write(stream, body, fault)
+            except (EmulatorStopping, ConnectionError):  # stopping, or the client left: the answer ends
+                self._close_connection(request)
+            return stream
+        if fault.mode == "502":
+            answer = web.Response(status=502, text=PROXY_502_PAGE, content_type="text/html")
+        elif fault.mode in ("timeout", "timeout_close"):
+            await self._stopping_within(fault.seconds or 0.0)
+        if fault.mode == "timeout_close":
+            self._close_connection(request)
+            self.counters.count_request(endpoint, "closed")
+        elif fault.mode in ("truncate", "cut_json"):
+            self._send_half(request, answer, body, with_length=fault.mode == "truncate")
+            self.counters.count_request(endpoint, "truncated")
+        else:
+            self.counters.count_request(endpoint, answer.status)
+        return answer  # after a close, aiohttp's own attempt to send it fails quietly
+
+    @staticmethod
+    def _send_half(request: web.Request, answer: web.Response, body: bytes, with_length: bool) -> None:
+        """Write ``answer``'s head and the first half of its body on the connection, then close it.
+
+        :param with_length: announce the whole body's ``Content-Length``; without it, the body is the
+            bytes sent until the connection closes.
+        """
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            return
+        lines = [f"HTTP/1.1 {answer.status} {answer.reason}"]
+        lines += [f"{name}: {value}" for name, value in answer.headers.items()]
+        if with_length:
+            lines.append(f"Content-Length: {len(body)}")
+        lines.append("Connection: close")
+        transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body[: len(body) // 2])
+        transport.close()
+
+    @staticmethod
+    def _close_connection(request: web.Request) -> None:
+        """Close the request's connection once what was written is sent."""
+        if request.transport is not None:
+            request.transport.close()
+
+    async def _write(self, response: web.StreamResponse, data: bytes, trickle: Fault | None) -> None:
+        """Write ``data``, or with a ``trickle`` fault ``chunk_bytes`` at a time, ``seconds`` apart.
+
+        :raises EmulatorStopping: the emulator started stopping during a pause.
+        """
+        if trickle is None:
+            await response.write(data)
+            return
+        size = trickle.chunk_bytes or 1
+        for start in range(0, len(data), size):
+            if start and await self._stopping_within(trickle.seconds or 0.0):
+                raise EmulatorStopping
+            await response.write(data[start : start + size])
+
+    async def _stopping_within(self, seconds: float) -> bool:
+        """Wait ``seconds``, less if the emulator starts stopping meanwhile; whether it is stopping."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._closing.wait(), seconds)
+        return self._closing.is_set()
 
     def _reset_connection(self, request: web.Request) -> None:
         transport = request.transport
@@ -384,8 +478,7 @@ class Emulator:
         output_only = query_bool(request, "output_only")
         use_output_ids = query_bool(request, "use_output_ids")
         run = await self._create(request)
-        fault: Fault | None = request.get(FAULT_KEY)
-        if fault is None:
+        if request_fault(request, "sync_timeout") is None:
             await self._hold_until_done(run)
         if self._closing.is_set() and not run.is_final:
             raise ApiError(503, f"The emulator is shutting down; run {run.id} was not finished")
@@ -564,8 +657,7 @@ class Emulator:
             msg = f"etag must be a redisId such as '1764324000123-0' (the last one received), got {etag!r}"
             raise invalid(["query", "etag"], msg, "value_error", etag)
         run = self._run(request)
-        fault: Fault | None = request.get(FAULT_KEY)
-        frames_allowed = fault.after_frames if fault is not None else None
+        silent = request_fault(request, "silent_stream")
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
@@ -576,31 +668,53 @@ class Emulator:
         await response.prepare(request)
         self.open_streams += 1
         try:
-            await self._stream(response, run, run.log.index_after(after), frames_allowed)
+            if silent is not None:
+                interval = silent.seconds or self.settings.keep_alive_seconds
+                await self._keep_alive_only(response, run.log, interval)
+            else:
+                await self._stream(response, run.log, run.log.index_after(after), request)
         except (ConnectionError, asyncio.CancelledError):
             pass  # the client went away (aiohttp cancels the handler): the stream simply ends
+        except EmulatorStopping:
+            pass  # a trickling stream ends when the emulator stops
         finally:
             self.open_streams -= 1
         return response
 
     async def _stream(
-        self, response: web.StreamResponse, run: Run, index: int, frames_allowed: int | None
+        self, response: web.StreamResponse, event_log: EventLog, index: int, request: web.Request
     ) -> None:
-        event_log = run.log
+        """Send the log's frames from ``index`` until it closes, as the request's faults allow."""
+        drop = request_fault(request, "drop_stream")
+        frames_allowed = drop.after_frames if drop is not None else None
+        trickle = request_fault(request, "trickle")
         while True:
             if index < len(event_log.frames):
                 batch = event_log.frames[index:]
                 if frames_allowed is not None:
                     batch = batch[:frames_allowed]
                     frames_allowed -= len(batch)
-                await response.write(b"".join(batch))
+                await self._write(response, b"".join(batch), trickle)
                 index += len(batch)
                 if frames_allowed == 0:
                     return
             elif event_log.closed:
                 return
             elif not await event_log.wait_for_more(self.settings.keep_alive_seconds):
-                await response.write(b": keep-alive\n\n")
+                await self._write(response, KEEP_ALIVE, trickle)
+
+    @staticmethod
+    async def _keep_alive_only(response: web.StreamResponse, event_log: EventLog, interval: float) -> None:
+        """Send a keep-alive comment every ``interval`` s and no frame, until the log is abandoned."""
+        loop = asyncio.get_running_loop()
+        next_beat = loop.time() + interval
+        while not event_log.abandoned:
+            pause = next_beat - loop.time()
+            if pause > 0:
+                await event_log.wait_for_more(pause)  # wakes on new frames too: then waits on
+                continue
+            await response.write(KEEP_ALIVE)
+            next_beat += interval
 
     def _on_run_final(self, run: Run) -> None:
         if run.callback_url is None:

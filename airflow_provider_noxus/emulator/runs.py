@@ -44,6 +44,7 @@ class EventLog:
         self.ids: list[tuple[int, int]] = []
         self.frames: list[bytes] = []
         self.closed = False
+        self.abandoned = False
         self._last = (0, -1)
         self._changed = asyncio.Event()
 
@@ -67,8 +68,9 @@ class EventLog:
         self._wake()
 
     def abandon(self) -> None:
-        """Close the log without a final frame (the emulator was reset): subscribers stop."""
+        """Close the log without a final frame (the emulator was reset or stops): subscribers stop."""
         self.closed = True
+        self.abandoned = True
         self._wake()
 
     def _wake(self) -> None:

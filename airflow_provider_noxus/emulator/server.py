@@ -80,19 +80,27 @@ class EmulatorControl:
         *,
         status: int | None = None,
         count: int = 1,
-        retry_after: float | None = None,
+        retry_after: float | str | None = None,
         seconds: float | None = None,
         after_frames: int | None = None,
+        location: str | None = None,
+        chunk_bytes: int | None = None,
+        mode: str | None = None,
     ) -> None:
-        """Queue a fault (kinds: status, latency, reset, malformed, drop_stream, sync_timeout).
+        """Queue a fault; its kinds and fields are described in :mod:`.faults`.
 
         :param endpoint: endpoint name (``get_run``, ``run_events``...) or ``*``.
-        :param kind: fault kind.
-        :param status: status of a ``status`` fault (default 503).
+        :param kind: status, redirect, latency, reset, malformed, trickle, lose_answer, drop_stream,
+            silent_stream or sync_timeout.
+        :param status: status of a ``status`` fault (default 503) or a ``redirect`` (default 307).
         :param count: how many matching requests it hits; -1 until cleared.
-        :param retry_after: ``Retry-After`` seconds of a 429.
-        :param seconds: latency of a ``latency`` fault.
+        :param retry_after: ``Retry-After`` of a ``status`` fault, sent verbatim (``"none"``: no header).
+        :param seconds: latency of a ``latency`` fault, pause of a ``trickle``, hold of a ``lose_answer``
+            timeout, keep-alive interval of a ``silent_stream``.
         :param after_frames: frames sent before a ``drop_stream`` fault closes the stream.
+        :param location: ``Location`` of a ``redirect`` (``{path}``: the request's path and query).
+        :param chunk_bytes: bytes a ``trickle`` sends at a time (default 1).
+        :param mode: how a ``lose_answer`` loses it: timeout, timeout_close, truncate, cut_json or 502.
         """
         body = {
             "endpoint": endpoint,
@@ -102,6 +110,9 @@ class EmulatorControl:
             "retry_after": retry_after,
             "seconds": seconds,
             "after_frames": after_frames,
+            "location": location,
+            "chunk_bytes": chunk_bytes,
+            "mode": mode,
         }
         self._call("POST", "/_emulator/faults", {k: v for k, v in body.items() if v is not None})
 
