@@ -42,7 +42,7 @@ from airflow_provider_noxus.exceptions import (
 from airflow_provider_noxus.files import resolve_file_inputs
 from airflow_provider_noxus.hooks.noxus import NoxusHook
 from airflow_provider_noxus.links.noxus import NoxusRunLink
-from airflow_provider_noxus.protocol import NoxusRunStatus
+from airflow_provider_noxus.protocol import FAILURE_STATUSES, NoxusRunStatus
 from airflow_provider_noxus.run_identity import (
     RunLedger,
     RunRecord,
@@ -263,12 +263,11 @@ class NoxusRunOperator(NoxusRunWaitMixin, BaseOperator):
                 "The Noxus run %s of an earlier try no longer exists; creating a new run.", record.run_id
             )
             return None
-        status = NoxusRunStatus.parse(run.get("status"))
-        if status in (NoxusRunStatus.FAILED, NoxusRunStatus.STOPPED):
+        if NoxusRunStatus.parse(run.get("status")) in FAILURE_STATUSES:
             self.log.warning(
                 "The Noxus run %s of an earlier try ended %s; creating a new run.",
                 record.run_id,
-                status.value,
+                run.get("status"),
             )
             return None
         self.log.info(
