@@ -323,6 +323,8 @@ class RunWait:
     :param max_backoff: cap of the wait after errors (the connection's ``max_backoff``).
     :param last_event_id: resume the event stream after this id.
     :param on_polling: called once when the wait stops streaming (to free a streaming slot).
+    :param paced_reads: a status read waits for its turn by itself (the triggerer's shared watcher
+        answers each run once per poll interval): when polling, read again as soon as a read answers.
     """
 
     def __init__(
@@ -339,6 +341,7 @@ class RunWait:
         max_backoff: float,
         last_event_id: str | None = None,
         on_polling: Callable[[], None] | None = None,
+        paced_reads: bool = False,
     ) -> None:
         self.run_id = run_id
         self.workflow_id = workflow_id
@@ -355,9 +358,8 @@ class RunWait:
             backoff_initial=options.poll_interval,
             backoff_max=max(options.poll_interval, min(max_backoff, MAX_WAIT_BACKOFF_S)),
         )
-        self._status_check_interval = options.poll_interval * (
-            STATUS_CHECK_EVERY_POLL_INTERVALS if stream else 1
-        )
+        self._paced_reads = paced_reads
+        self._status_check_interval = self._poll_period(stream)
         self._on_polling = on_polling
         self._outcome: WaitOutcome | None = None
         self._streaming = stream
@@ -400,7 +402,9 @@ class RunWait:
             return seconds if remaining is None else min(seconds, remaining)
 
         if now >= self._next_status_read:
-            return ReadStatus(bounded(self._request_timeout))
+            # A paced read also waits for its turn: up to a poll interval, and a round of reads.
+            turn = self.options.poll_interval + self._request_timeout if self._paced_reads else 0.0
+            return ReadStatus(bounded(self._request_timeout + turn))
         if not self._streaming:
             return Sleep(bounded(self._next_status_read - now))
         if self._stream_open:
@@ -485,6 +489,12 @@ class RunWait:
 
     # ---- decisions -------------------------------------------------------------------------
 
+    def _poll_period(self, stream: bool) -> float:
+        """Seconds from a status read to the next one: while streaming, the cross-check period."""
+        if stream:
+            return self.options.poll_interval * STATUS_CHECK_EVERY_POLL_INTERVALS
+        return 0.0 if self._paced_reads else self.options.poll_interval
+
     def _past_deadline(self) -> bool:
         """Whether the deadline has passed (a failure then is the deadline's, not worth a retry)."""
         return self.deadline is not None and self._clock() >= self.deadline
@@ -500,7 +510,7 @@ class RunWait:
                 self.options.poll_interval,
             )
             self._streaming = False
-            self._status_check_interval = self.options.poll_interval
+            self._status_check_interval = self._poll_period(stream=False)
             self._next_status_read = self._clock()
             if self._on_polling is not None:
                 self._on_polling()

@@ -10,7 +10,8 @@ import contextlib
 import mimetypes
 import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Mapping
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator, Mapping
 from functools import cached_property
 from typing import Any, Literal
 
@@ -52,10 +53,14 @@ from airflow_provider_noxus.wait import (
 )
 
 WaitStrategy = Literal["auto", "stream", "poll"]
+#: Seconds a connection read by an async client is reused by later ones in this process.
+CONNECTION_CACHE_TTL_S = 60.0
 #: Status reads of a wait are sent once each: the wait backs off and tries again itself.
 SINGLE_ATTEMPT = protocol.RetryPolicy(max_attempts=1)
 #: The frames of one chunk of an event stream (none for a keep-alive).
 EventBatch = list[protocol.RunEvent]
+#: ``read_status(timeout)``: the run object, when it is the run's turn.
+StatusReader = Callable[[float], Awaitable[Mapping[str, Any]]]
 
 
 def _me_without_key(record: dict[str, Any], api_key: str) -> dict[str, Any]:
@@ -390,15 +395,75 @@ class NoxusHook(BaseHook):
 
     @contextlib.asynccontextmanager
     async def async_client(self) -> AsyncIterator[NoxusAsyncClient]:
-        """``async with hook.async_client() as client:``: the connection read without blocking, and
-        a reference on the aiohttp sessions shared per (event loop, base URL, TLS setting), released
-        on every exit.
+        """``async with hook.async_client() as client:``: the connection read without blocking (and
+        reused by this process for :data:`CONNECTION_CACHE_TTL_S`), and a reference on the aiohttp
+        sessions shared per (event loop, base URL, TLS setting), released on every exit.
         """
-        conn = await aget_connection(self.noxus_conn_id)
-        settings = settings_from_connection(conn, retry_policy=self._retry_policy)
-        await amask_secret(settings.api_key)
-        async with SHARED_SESSIONS.use(settings.base_url, settings.verify_ssl) as pool:
-            yield NoxusAsyncClient(AsyncTransport(settings, pool, sleep=self._async_sleep))
+        settings = await CONNECTION_CACHE.read(self.noxus_conn_id, self._retry_policy)
+        async with open_async_client(settings, sleep=self._async_sleep) as client:
+            yield client
+
+
+@contextlib.asynccontextmanager
+async def open_async_client(
+    settings: NoxusConnectionSettings, *, sleep: AsyncSleep = asyncio.sleep
+) -> AsyncIterator[NoxusAsyncClient]:
+    """An async client on a connection already read; holds a reference on the shared sessions."""
+    async with SHARED_SESSIONS.use(settings.base_url, settings.verify_ssl) as pool:
+        yield NoxusAsyncClient(AsyncTransport(settings, pool, sleep=sleep))
+
+
+#: (connection id, retry policy override, hash of its AIRFLOW_CONN_* variable).
+_CacheKey = tuple[str, protocol.RetryPolicy | None, int]
+
+
+class AsyncConnectionCache:
+    """Noxus connections read by the async clients of this process, kept :data:`CONNECTION_CACHE_TTL_S`.
+
+    A triggerer that starts thousands of triggers (a fan-out) reads each connection once instead of
+    once per trigger, through the secrets backend; concurrent first reads wait for one read. The cost:
+    a connection changed in the metadata database or a secrets backend (a rotated key) reaches new
+    triggers after at most the TTL; an entry whose key was refused is dropped at once (:meth:`forget`).
+    A connection given as an ``AIRFLOW_CONN_*`` environment variable is cached by its value, so a
+    change there counts at once.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[_CacheKey, tuple[float, NoxusConnectionSettings]] = {}
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    async def read(self, conn_id: str, retry_policy: protocol.RetryPolicy | None) -> NoxusConnectionSettings:
+        """The checked settings of ``conn_id``, from the cache or read now (the key registered with the
+        secrets masker)."""
+        from_environment = os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}")
+        key: _CacheKey = (conn_id, retry_policy, hash(from_environment))
+        cached = self._fresh(key)
+        if cached is not None:
+            return cached
+        locks = self._locks.setdefault(asyncio.get_running_loop(), {})
+        async with locks.setdefault(conn_id, asyncio.Lock()):
+            cached = self._fresh(key)
+            if cached is not None:
+                return cached
+            conn = await aget_connection(conn_id)
+            settings = settings_from_connection(conn, retry_policy=retry_policy)
+            await amask_secret(settings.api_key)
+            self._entries[key] = (time.monotonic() + CONNECTION_CACHE_TTL_S, settings)
+            return settings
+
+    def forget(self, conn_id: str | None = None) -> None:
+        """Drop ``conn_id`` (None: every connection): the next client reads it again."""
+        for key in [key for key in self._entries if conn_id in (None, key[0])]:
+            del self._entries[key]
+
+    def _fresh(self, key: _CacheKey) -> NoxusConnectionSettings | None:
+        entry = self._entries.get(key)
+        return entry[1] if entry is not None and entry[0] > time.monotonic() else None
+
+
+CONNECTION_CACHE = AsyncConnectionCache()
 
 
 class NoxusAsyncClient:
@@ -440,15 +505,27 @@ class NoxusAsyncClient:
         """The run with its ``output``."""
         return await self._transport.call_json(protocol.get_run_request(workflow_id, run_id))
 
-    async def a_get_run_status(self, run_id: str) -> dict[str, Any]:
-        """The run without its ``output``."""
-        return await self._transport.call_json(protocol.get_run_status_request(run_id))
+    async def a_get_run_status(
+        self, run_id: str, *, policy: protocol.RetryPolicy | None = None
+    ) -> dict[str, Any]:
+        """The run without its ``output``.
+
+        :param policy: overrides the connection's retry policy (e.g. one attempt).
+        """
+        return await self._transport.call_json(protocol.get_run_status_request(run_id), policy=policy)
 
     async def a_stop_run(self, run_id: str, *, workflow_id: str | None = None) -> dict[str, Any]:
         return await self._transport.call_json(protocol.stop_run_request(run_id, workflow_id=workflow_id))
 
-    async def a_list_runs(self, workflow_id: str, *, page: int = 1, size: int = 50) -> dict[str, Any]:
-        return await self._transport.call_json(protocol.list_runs_request(workflow_id, page=page, size=size))
+    async def a_list_runs(
+        self, workflow_id: str, *, page: int = 1, size: int = 50, policy: protocol.RetryPolicy | None = None
+    ) -> dict[str, Any]:
+        """One page of a workflow's runs, newest first; see :meth:`NoxusHook.list_runs`.
+
+        :param policy: overrides the connection's retry policy (e.g. one attempt).
+        """
+        request = protocol.list_runs_request(workflow_id, page=page, size=size)
+        return await self._transport.call_json(request, policy=policy)
 
     async def a_get_me(self) -> dict[str, Any]:
         record = await self._transport.call_json(protocol.me_request())
@@ -488,12 +565,15 @@ class NoxusAsyncClient:
         stream: bool,
         last_event_id: str | None = None,
         on_polling: Callable[[], None] | None = None,
+        read_status: StatusReader | None = None,
     ) -> WaitOutcome:
         """Wait for the run in this event loop; the same wait as :meth:`NoxusHook.wait`.
 
         :param deadline: epoch seconds (``time.time``) at which the outcome is ``timeout``.
         :param stream: follow the event stream (else poll from the start).
         :param on_polling: called once if the wait gives up streaming for polling.
+        :param read_status: ``read_status(timeout)`` reads the run's status when it is its turn (the
+            triggerer's shared watcher); default one ``GET /v1/runs/{id}`` per poll interval.
         """
         wait = RunWait(
             run_id,
@@ -507,9 +587,9 @@ class NoxusAsyncClient:
             max_backoff=self.settings.retry_policy.backoff_max,
             last_event_id=last_event_id,
             on_polling=on_polling,
+            paced_reads=read_status is not None,
         )
-
-        return await adrive(wait, _AsyncWaitIO(self, run_id))
+        return await adrive(wait, _AsyncWaitIO(self, run_id, read_status))
 
 
 class _BlockingWaitIO:
@@ -550,15 +630,18 @@ class _BlockingWaitIO:
 class _AsyncWaitIO:
     """The I/O of :meth:`NoxusAsyncClient.a_wait`: each step bounded by its timeout."""
 
-    def __init__(self, client: NoxusAsyncClient, run_id: str) -> None:
+    def __init__(self, client: NoxusAsyncClient, run_id: str, read_status: StatusReader | None) -> None:
         self._client = client
         self._run_id = run_id
+        self._read_status = read_status
         self._stream: AsyncGenerator[EventBatch, None] | None = None
 
     async def sleep(self, seconds: float) -> None:
         await self._client._transport.sleep(seconds)
 
     async def read_status(self, timeout: float) -> Mapping[str, Any]:
+        if self._read_status is not None:
+            return await asyncio.wait_for(self._read_status(timeout), timeout)
         request = protocol.get_run_status_request(self._run_id, timeout=timeout)
         call = self._client._transport.call_json(request, policy=SINGLE_ATTEMPT)
         return await asyncio.wait_for(call, timeout)
@@ -578,4 +661,4 @@ class _AsyncWaitIO:
             await stream.aclose()
 
 
-__all__ = ["NoxusAsyncClient", "NoxusHook"]
+__all__ = ["CONNECTION_CACHE", "NoxusAsyncClient", "NoxusHook", "open_async_client"]

@@ -2,20 +2,22 @@
 
 The trigger only reads the run (and stops it when the task is killed); it never creates one. The wait
 itself is :mod:`airflow_provider_noxus.wait`, the same as a blocking wait on a worker; the trigger
-chooses whether to stream, runs the wait in the triggerer's event loop and emits exactly one event:
-the :class:`~airflow_provider_noxus.wait.WaitOutcome`, whatever happens.
+chooses whether to stream, reads statuses through the watcher its workflow's triggers share
+(:mod:`~airflow_provider_noxus.triggers.status_watcher`), runs the wait in the triggerer's event loop
+and emits exactly one event: the :class:`~airflow_provider_noxus.wait.WaitOutcome`, whatever happens.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 from airflow_provider_noxus._compat import AirflowNotFoundException, BaseTrigger, TriggerEvent
-from airflow_provider_noxus.exceptions import NoxusError
-from airflow_provider_noxus.hooks.noxus import NoxusHook
+from airflow_provider_noxus.exceptions import NoxusAuthError, NoxusError
+from airflow_provider_noxus.hooks.noxus import CONNECTION_CACHE, NoxusAsyncClient, NoxusHook, StatusReader
+from airflow_provider_noxus.triggers.status_watcher import StatusWatcher, StatusWatchers
 from airflow_provider_noxus.wait import OUTCOME_ERROR, WaitOptions, WaitOutcome
 
 #: ``auto`` streams while fewer triggers than this follow an event stream in this process, else polls.
@@ -92,6 +94,10 @@ class NoxusRunTrigger(BaseTrigger):
     :param cancel_on_kill: stop the run when a user kills the deferred task (Airflow 3.3+).
     """
 
+    #: Read statuses through the watcher shared by the triggers of a workflow (one list request for up
+    #: to 100 runs); False reads each run's own status (one request per run per poll interval).
+    shared_status_checks: bool = True
+
     def __init__(
         self,
         noxus_conn_id: str,
@@ -134,7 +140,11 @@ class NoxusRunTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Wait for the run and yield one event; every client opened here is closed on every path."""
         try:
-            async with NoxusHook(self.noxus_conn_id).async_client() as client:
+            async with (
+                NoxusHook(self.noxus_conn_id).async_client() as client,
+                contextlib.AsyncExitStack() as watching,
+            ):
+                shared_reads = self._shared_reads(client, watching) if self.shared_status_checks else None
                 with StreamingTriggers.slot(self.options.strategy) as slot:
                     outcome = await client.a_wait(
                         self.workflow_id,
@@ -145,12 +155,37 @@ class NoxusRunTrigger(BaseTrigger):
                         stream=slot.held,
                         last_event_id=self.last_event_id,
                         on_polling=slot.release,
+                        read_status=shared_reads,
                     )
         except AirflowNotFoundException as error:
             outcome = self._error(f"Noxus connection {self.noxus_conn_id!r} not found: {error}", error)
         except NoxusError as error:
             outcome = self._error(f"Stopped waiting for Noxus run {self.run_id}: {error}", error)
+        if outcome.error_type == NoxusAuthError.__name__:
+            CONNECTION_CACHE.forget(self.noxus_conn_id)
         yield TriggerEvent(outcome.to_event())
+
+    def _shared_reads(self, client: NoxusAsyncClient, watching: contextlib.AsyncExitStack) -> StatusReader:
+        """Status reads through the watcher of this workflow, joined at the first read and left when
+        ``watching`` closes."""
+        watcher: StatusWatcher | None = None
+
+        async def read(timeout: float) -> Mapping[str, Any]:
+            nonlocal watcher
+            if watcher is None:
+                watcher = await watching.enter_async_context(
+                    StatusWatchers.join(client.settings, self.workflow_id)
+                )
+                watching.callback(watcher.forget, self.run_id)
+                self.log.info(
+                    "Noxus run %s: its status is read by the watcher shared by this triggerer's runs of "
+                    "workflow %s (one list request for up to 100 runs).",
+                    self.run_id,
+                    self.workflow_id,
+                )
+            return await watcher.next_status(self.run_id, self.options.poll_interval)
+
+        return read
 
     def _error(self, message: str, error: BaseException) -> WaitOutcome:
         return WaitOutcome(

@@ -84,7 +84,7 @@ async def test_completed_run_gives_success(emu: Any, strategy: str) -> None:
     assert event["status"] == "success"
     assert (event["run_id"], event["workflow_id"], event["run_status"]) == (run_id, workflow_id, "completed")
     assert "output" not in event
-    used = {"stream": "run_events", "poll": "get_run_status", "auto": "run_events"}[strategy]
+    used = {"stream": "run_events", "poll": "list_runs", "auto": "run_events"}[strategy]
     assert requests_to(emu, used) >= 1
     assert StreamingTriggers.active == 0
 
@@ -154,7 +154,7 @@ async def test_stream_failures_fall_back_to_polling(emu: Any) -> None:
     workflow_id, run_id = start_run(emu, "echo", {"text": "hi"})
     event = await first_event(make_trigger(workflow_id, run_id, wait_strategy="stream"))
     assert event["status"] == "success"
-    assert requests_to(emu, "get_run_status") >= 1
+    assert requests_to(emu, "list_runs") >= 1
     assert StreamingTriggers.active == 0
 
 
@@ -167,11 +167,18 @@ async def test_stream_failures_fall_back_to_polling(emu: Any) -> None:
         {"kind": "malformed", "count": 3},
     ],
 )
-async def test_transient_errors_never_end_the_wait(emu: Any, fault: dict[str, Any]) -> None:
-    emu.control.add_fault("get_run_status", **fault)
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-watcher", "own-reads"])
+async def test_transient_errors_never_end_the_wait(
+    emu: Any, monkeypatch: pytest.MonkeyPatch, fault: dict[str, Any], shared: bool
+) -> None:
+    monkeypatch.setattr(NoxusRunTrigger, "shared_status_checks", shared)
+    endpoint = "list_runs" if shared else "get_run_status"
+    emu.control.add_fault(endpoint, **fault)
     workflow_id, run_id = start_run(emu, "echo", {"text": "hi"})
     event = await first_event(make_trigger(workflow_id, run_id, wait_strategy="poll"))
     assert event["status"] == "success"
+    left = emu.control.faults()
+    assert not left or left[0]["count"] < fault["count"], "the failures were met on the way"
 
 
 async def test_unknown_run_gives_error_event(emu: Any) -> None:
@@ -211,7 +218,7 @@ async def test_auto_polls_when_too_many_triggers_stream(emu: Any, monkeypatch: p
     event = await first_event(make_trigger(workflow_id, run_id, wait_strategy="auto"))
     assert event["status"] == "success"
     assert requests_to(emu, "run_events") == 0
-    assert requests_to(emu, "get_run_status") >= 1
+    assert requests_to(emu, "list_runs") >= 1
 
 
 def test_auto_leaves_half_the_open_files_limit_to_everything_else(monkeypatch: pytest.MonkeyPatch) -> None:
