@@ -1,0 +1,95 @@
+"""Fixtures of the hostile-server tests: scripted servers on 127.0.0.1 and hooks pointed at them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from support.hostile_server import Handler, HostileServer
+from support.noxus_calls import ApiCaller, SleepRecorder
+from support.noxus_tasks import first_event
+
+from airflow_provider_noxus.hooks.noxus import NoxusHook
+from airflow_provider_noxus.protocol import RetryPolicy
+from airflow_provider_noxus.triggers.noxus import NoxusRunTrigger
+
+#: The key every test connection holds; a test that finds it where it must not be fails.
+KEY = "nxk-HOSTILE-5e1f0c2a9b7d"
+#: Retries short and recorded, so that a test proves what was sent, not how long it took.
+FAST_POLICY = RetryPolicy(max_attempts=3, backoff_initial=0.2, backoff_max=1.0, total_budget=30.0)
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., HostileServer]]:
+    """``serve(handler, host=..., tls=...)``: a started server, stopped after the test."""
+    servers: list[HostileServer] = []
+
+    def start(handler: Handler, **kwargs: Any) -> HostileServer:
+        server = HostileServer(handler, **kwargs).__enter__()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+    for server in servers:
+        assert not server.errors, f"a test server's handler failed: {server.errors!r}"
+
+
+@pytest.fixture
+def sleeps() -> SleepRecorder:
+    return SleepRecorder()
+
+
+@pytest.fixture
+def connect(monkeypatch: pytest.MonkeyPatch, sleeps: SleepRecorder) -> Iterator[Callable[..., NoxusHook]]:
+    """``connect(host, key=KEY, policy=FAST_POLICY, **extras)``: a hook on a connection to ``host``.
+
+    Its retry waits are recorded in ``sleeps``, not slept. ``hook.noxus_conn_id`` names the
+    connection for a trigger.
+    """
+    hooks: list[NoxusHook] = []
+
+    def make(
+        host: str, *, key: str = KEY, policy: RetryPolicy | None = FAST_POLICY, **extra: Any
+    ) -> NoxusHook:
+        conn_id = f"noxus_hostile_{len(hooks)}"
+        connection = {"conn_type": "noxus", "host": host, "password": key, "extra": extra}
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(connection))
+        hook = NoxusHook(conn_id, retry_policy=policy, sleep=sleeps, async_sleep=sleeps.asleep)
+        hooks.append(hook)
+        return hook
+
+    yield make
+    for hook in hooks:
+        hook.close()
+
+
+@pytest.fixture(params=["sync", "async"])
+def call_mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def api_for(call_mode: str) -> Callable[[NoxusHook], ApiCaller]:
+    """``api_for(hook)``: a caller of that hook's methods, sync or async (the test runs twice)."""
+    return lambda hook: ApiCaller(call_mode, hook, limit=30.0)
+
+
+def run_body(status: str = "completed", run_id: str = "run-1") -> dict[str, Any]:
+    """A run as the API answers it."""
+    return {"id": run_id, "workflow_id": "wf-1", "status": status, "output": {"text": "done"}}
+
+
+def trigger_event(hook: NoxusHook, *, limit: float = 30.0, **kwargs: Any) -> dict[str, Any]:
+    """The one event of a :class:`NoxusRunTrigger` on ``hook``'s connection, within ``limit`` seconds.
+
+    ``kwargs`` go to the trigger (``run_id``, ``wait_strategy``, ``deadline``...); defaults: run
+    ``run-1`` of workflow ``wf-1``, polled every 0.2 s.
+    """
+    options: dict[str, Any] = {"workflow_id": "wf-1", "run_id": "run-1", "poll_interval": 0.2}
+    trigger = NoxusRunTrigger(noxus_conn_id=hook.noxus_conn_id, **{**options, **kwargs})
+    return asyncio.run(asyncio.wait_for(first_event(trigger), limit))
