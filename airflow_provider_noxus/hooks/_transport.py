@@ -249,9 +249,9 @@ def transport_error(
     )
 
 
-def _requests_failure(error: requests.RequestException) -> FailureKind:
+def _requests_failure(error: BaseException) -> FailureKind:
     causes = list(_causes(error))
-    if isinstance(error, requests.exceptions.SSLError):
+    if isinstance(error, (requests.exceptions.SSLError, urllib3.exceptions.SSLError, ssl.SSLError)):
         return "tls"
     if isinstance(error, requests.exceptions.ConnectTimeout):
         return "connect_timeout"
@@ -262,10 +262,15 @@ def _requests_failure(error: requests.RequestException) -> FailureKind:
     return "broken"
 
 
+#: What reading a ``requests`` response may raise: its own errors, and urllib3's when the raw
+#: response is read directly.
+REQUESTS_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, OSError)
+
+
 def map_requests_error(
-    request: protocol.ApiRequest, settings: NoxusConnectionSettings, error: requests.RequestException
+    request: protocol.ApiRequest, settings: NoxusConnectionSettings, error: BaseException
 ) -> NoxusTransportError:
-    """The :class:`NoxusTransportError` for a ``requests`` failure; the key is never in it."""
+    """The :class:`NoxusTransportError` for a ``requests`` (or urllib3) failure; the key is never in it."""
     return transport_error(_requests_failure(error), request, settings, error)
 
 
@@ -467,7 +472,7 @@ class SyncTransport:
         return Retrying(sleep=self._sleep, **retry_controls(request, policy, started))(replay_then_attempt)
 
     def _failure(
-        self, request: protocol.ApiRequest, error: requests.RequestException, deadline: Deadline | None
+        self, request: protocol.ApiRequest, error: BaseException, deadline: Deadline | None
     ) -> NoxusTransportError:
         if deadline is not None and deadline.expired:
             return transport_error("read_timeout", request, self.settings, error)
@@ -516,7 +521,7 @@ class SyncTransport:
                 return response
             with contextlib.closing(response):
                 body = b""
-                with contextlib.suppress(requests.RequestException, urllib3.exceptions.HTTPError, OSError):
+                with contextlib.suppress(*REQUESTS_ERRORS):
                     body = response.raw.read(MAX_ERROR_BODY_BYTES, decode_content=True) or b""
                 if deadline is not None and deadline.expired:
                     raise transport_error("read_timeout", request, self.settings, TimeoutError())
@@ -583,8 +588,14 @@ class SyncTransport:
         response = self._with_retries(request, open_stream)
         with contextlib.closing(response):
             try:
-                yield from response.iter_content(chunk_size=None)
-            except requests.RequestException as error:
+                # read1: what has arrived, whatever the framing (iter_content waits for the end of
+                # a body that is neither chunked nor sized). urllib3 < 2.3 has no read1.
+                if hasattr(response.raw, "read1"):
+                    while chunk := response.raw.read1(READ_CHUNK_BYTES, decode_content=True):
+                        yield chunk
+                else:
+                    yield from response.iter_content(chunk_size=None)
+            except REQUESTS_ERRORS as error:
                 raise map_requests_error(request, self.settings, error) from None
 
 
