@@ -324,7 +324,7 @@ class Deadline:
     """A total time limit on one sync request, which ``requests`` lacks (its timeouts bound each read).
 
     While armed (``with Deadline(seconds):``), the connection the request uses registers its socket
-    here (see :class:`_DeadlineConnection`); at expiry a timer thread shuts that socket down, which
+    here (see :class:`_DeadlineMixin`); at expiry a timer thread shuts that socket down, which
     ends a blocked read or write at once, whether the server trickles its headers or its body.
     """
 
@@ -379,28 +379,27 @@ class Deadline:
                 _shutdown(sock)
 
 
-class _DeadlineConnection(urllib3.connection.HTTPConnection):
-    """An urllib3 connection that registers its socket with the thread's :class:`Deadline`."""
+class _DeadlineMixin:
+    """Registers an urllib3 connection's socket with the thread's :class:`Deadline`: when it
+    connects, and before each request on a connection reused from the pool."""
+
+    sock: socket.socket | None
 
     def connect(self) -> None:
-        super().connect()
+        super().connect()  # type: ignore[misc]
         Deadline.attach(self.sock)
 
-    def request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def request(self, *args: Any, **kwargs: Any) -> None:
         Deadline.attach(self.sock)
-        super().request(*args, **kwargs)
+        super().request(*args, **kwargs)  # type: ignore[misc]
 
 
-class _DeadlineHTTPSConnection(urllib3.connection.HTTPSConnection):
-    """:class:`_DeadlineConnection` over TLS."""
+class _DeadlineConnection(_DeadlineMixin, urllib3.connection.HTTPConnection):  # type: ignore[misc]
+    pass
 
-    def connect(self) -> None:
-        super().connect()
-        Deadline.attach(self.sock)
 
-    def request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        Deadline.attach(self.sock)
-        super().request(*args, **kwargs)
+class _DeadlineHTTPSConnection(_DeadlineMixin, urllib3.connection.HTTPSConnection):  # type: ignore[misc]
+    pass
 
 
 class _DeadlineHTTPPool(urllib3.HTTPConnectionPool):

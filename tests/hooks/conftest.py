@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from support.hostile_server import self_signed_certificate
-from support.noxus_calls import ApiCaller, SleepRecorder
+from support.noxus_calls import ApiCaller, SleepRecorder, api_for, call_mode  # noqa: F401 (fixtures)
 
 from airflow_provider_noxus.hooks.noxus import NoxusHook
 from airflow_provider_noxus.protocol import RetryPolicy
@@ -64,19 +64,8 @@ def hook(make_hook: Callable[..., NoxusHook]) -> NoxusHook:
     return make_hook()
 
 
-@pytest.fixture(params=["sync", "async"])
-def call_mode(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture
-def api_for(call_mode: str) -> Callable[[NoxusHook], ApiCaller]:
-    """``api_for(hook)``: a caller of that hook's methods, sync or async (the test runs twice)."""
-    return lambda hook: ApiCaller(call_mode, hook)
-
-
-@pytest.fixture
-def api(api_for: Callable[[NoxusHook], ApiCaller], hook: NoxusHook) -> ApiCaller:
+def api(api_for: Callable[[NoxusHook], ApiCaller], hook: NoxusHook) -> ApiCaller:  # noqa: F811
     return api_for(hook)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from support.hostile_server import Handler, HostileServer
-from support.noxus_calls import ApiCaller, SleepRecorder
+from support.noxus_calls import SleepRecorder, api_for, call_mode  # noqa: F401 (fixtures)
 from support.noxus_tasks import first_event
 
 from airflow_provider_noxus.hooks.noxus import NoxusHook
@@ -66,17 +66,6 @@ def connect(monkeypatch: pytest.MonkeyPatch, sleeps: SleepRecorder) -> Iterator[
     yield make
     for hook in hooks:
         hook.close()
-
-
-@pytest.fixture(params=["sync", "async"])
-def call_mode(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def api_for(call_mode: str) -> Callable[[NoxusHook], ApiCaller]:
-    """``api_for(hook)``: a caller of that hook's methods, sync or async (the test runs twice)."""
-    return lambda hook: ApiCaller(call_mode, hook, limit=30.0)
 
 
 def run_body(status: str = "completed", run_id: str = "run-1") -> dict[str, Any]:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+from collections.abc import Callable
 from typing import Any
+
+import pytest
 
 from airflow_provider_noxus.hooks.noxus import NoxusHook
 
@@ -61,3 +64,17 @@ class ApiCaller:
                 raise AssertionError(f"a_{name} did not return within {self.limit:g} s") from None
 
         return asyncio.run(bounded())
+
+
+# Fixtures, imported by the conftest files that use them.
+
+
+@pytest.fixture(params=["sync", "async"])
+def call_mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def api_for(call_mode: str) -> Callable[[NoxusHook], ApiCaller]:
+    """``api_for(hook)``: a caller of that hook's methods, sync or async (the test runs twice)."""
+    return lambda hook: ApiCaller(call_mode, hook)
