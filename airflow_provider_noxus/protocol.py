@@ -338,14 +338,14 @@ def without_userinfo(url: str) -> str:
 def origin(url: str) -> str:
     """``scheme://host:port`` of ``url`` (default port spelled out, no userinfo, path or query)."""
     parts = urlsplit(url)
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    port = port or {"http": 80, "https": 443}.get(parts.scheme.lower())
     host = (parts.hostname or "").rstrip(".")
     if ":" in host:
         host = f"[{host}]"
+    try:
+        port: int | str | None = parts.port
+    except ValueError:
+        port = "invalid-port"  # equal to no real origin
+    port = port or {"http": 80, "https": 443}.get(parts.scheme.lower())
     return f"{parts.scheme.lower()}://{host}:{port}"
 
 
@@ -378,7 +378,7 @@ def redirect_target(
     target = urljoin(current_url, location.strip())
     if origin(target) != origin(base_url):
         raise NoxusRedirectError(
-            f"The Noxus API redirected to another origin, {origin(without_userinfo(target))}; the request "
+            f"The Noxus API redirected to another origin, {origin(target)}; the request "
             "was not sent there, so that the API key never leaves the configured origin "
             f"{origin(base_url)}. Set the connection's host to the address the API answers on "
             "(e.g. https:// instead of http://, or the new host name).",

@@ -117,7 +117,7 @@ def test_urls_lose_their_userinfo() -> None:
         ("https://Example.com/x", "https://example.com:443"),
         ("http://example.com:80/", "http://example.com:80"),
         ("http://u:p@[::1]:8080/x?y", "http://[::1]:8080"),
-        ("http://example.com.:99999/", "http://example.com:80"),
+        ("http://example.com.:99999/", "http://example.com:invalid-port"),
     ],
 )
 def test_origin(url: str, origin: str) -> None:
