@@ -49,7 +49,7 @@ USER_AGENT = f"airflow-provider-noxus/{__version__}"
 #: Seconds the server holds a sync create before answering 504.
 SYNC_ENDPOINT_HOLD_S = 120.0
 DEFAULT_TIMEOUT_S = 30.0
-#: Read timeout of the sync create: above the server's hold so its 504 reaches us.
+#: Timeout of the sync create: above the server's hold so its 504 reaches us.
 SYNC_ENDPOINT_TIMEOUT_S = SYNC_ENDPOINT_HOLD_S + 15.0
 #: Size cap of uploads and inline (data URI) files.
 MAX_FILE_BYTES = 25 * 1024 * 1024
