@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -13,7 +14,7 @@ from support.noxus_calls import SleepRecorder, api_for, call_mode  # noqa: F401 
 from support.noxus_tasks import first_event
 
 from airflow_provider_noxus.hooks.noxus import NoxusHook
-from airflow_provider_noxus.protocol import RetryPolicy
+from airflow_provider_noxus.protocol import RetryPolicy, RunEvent
 from airflow_provider_noxus.triggers.noxus import NoxusRunTrigger
 
 #: The key every test connection holds; a test that finds it where it must not be fails.
@@ -82,3 +83,33 @@ def trigger_event(hook: NoxusHook, *, limit: float = 30.0, **kwargs: Any) -> dic
     options: dict[str, Any] = {"workflow_id": "wf-1", "run_id": "run-1", "poll_interval": 0.2}
     trigger = NoxusRunTrigger(noxus_conn_id=hook.noxus_conn_id, **{**options, **kwargs})
     return asyncio.run(asyncio.wait_for(first_event(trigger), limit))
+
+
+def first_stream_events(hook: NoxusHook, mode: str, count: int, limit: float = 3.0) -> list[RunEvent]:
+    """The first ``count`` events of run-1's stream, or fewer if the stream ends; within ``limit``."""
+    if mode == "sync":
+
+        def read() -> list[RunEvent]:
+            events: list[RunEvent] = []
+            for event in hook.iter_run_events("run-1"):
+                events.append(event)
+                if len(events) == count:
+                    break
+            return events
+
+        pool = concurrent.futures.ThreadPoolExecutor(1)
+        try:
+            return pool.submit(read).result(timeout=limit)
+        finally:
+            pool.shutdown(wait=False)
+
+    async def follow() -> list[RunEvent]:
+        events: list[RunEvent] = []
+        async with hook.async_client() as client:
+            async for event in client.a_iter_run_events("run-1"):
+                events.append(event)
+                if len(events) == count:
+                    break
+        return events
+
+    return asyncio.run(asyncio.wait_for(follow(), limit))

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import KEY, run_body, trigger_event
+from conftest import KEY, first_stream_events, run_body, trigger_event
 from support.hostile_server import Conn, HostileServer, Request
 
 from airflow_provider_noxus import protocol
@@ -146,16 +146,7 @@ def test_the_event_stream_has_no_total_deadline_only_a_bound_between_chunks(
     serve: Any, connect: Any, call_mode: str
 ) -> None:
     server = serve(slow_but_alive_stream)
-    hook: NoxusHook = connect(server.url, timeout=1)
-    if call_mode == "sync":
-        events = list(hook.iter_run_events("run-1"))
-    else:
-
-        async def follow() -> list[protocol.RunEvent]:
-            async with hook.async_client() as client:
-                return [event async for event in client.a_iter_run_events("run-1")]
-
-        events = asyncio.run(asyncio.wait_for(follow(), 10))
+    events = first_stream_events(connect(server.url, timeout=1), call_mode, 2, limit=10)
     assert [event.workflow_status for event in events] == ["completed"]
 
 

@@ -3,19 +3,16 @@ endpoint, a crash of the trigger or a hot loop."""
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import datetime
 import json
 from typing import Any
 
 import pytest
-from conftest import run_body, trigger_event
+from conftest import first_stream_events, run_body, trigger_event
 from support.hostile_server import Conn, Request
 
 from airflow_provider_noxus.exceptions import NoxusConfigurationError, NoxusProtocolError
-from airflow_provider_noxus.hooks.noxus import NoxusHook
-from airflow_provider_noxus.protocol import MAX_SSE_EVENT_CHARS, RunEvent
+from airflow_provider_noxus.protocol import MAX_SSE_EVENT_CHARS
 
 
 def answering(request: Request, conn: Conn) -> None:
@@ -57,36 +54,6 @@ FINAL = {"type": "state", "data": {"workflow_status": "completed"}, "redisId": "
 
 def frame(payload: dict[str, Any], end: bytes = b"\n") -> bytes:
     return b"data: " + json.dumps(payload).encode() + end + end
-
-
-def first_stream_events(hook: NoxusHook, mode: str, count: int, limit: float = 3.0) -> list[RunEvent]:
-    """The first ``count`` events of run-1's stream, or fewer if the stream ends; within ``limit``."""
-    if mode == "sync":
-
-        def read() -> list[RunEvent]:
-            events: list[RunEvent] = []
-            for event in hook.iter_run_events("run-1"):
-                events.append(event)
-                if len(events) == count:
-                    break
-            return events
-
-        pool = concurrent.futures.ThreadPoolExecutor(1)
-        try:
-            return pool.submit(read).result(timeout=limit)
-        finally:
-            pool.shutdown(wait=False)
-
-    async def follow() -> list[RunEvent]:
-        events: list[RunEvent] = []
-        async with hook.async_client() as client:
-            async for event in client.a_iter_run_events("run-1"):
-                events.append(event)
-                if len(events) == count:
-                    break
-        return events
-
-    return asyncio.run(asyncio.wait_for(follow(), limit))
 
 
 def test_event_ids_that_are_not_strings_or_numbers_are_ignored_by_the_trigger(
