@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from support.hostile_server import Handler, HostileServer
-from support.noxus_calls import SleepRecorder, api_for, call_mode  # noqa: F401 (fixtures)
+from support.noxus_calls import SleepRecorder, api_for, call_mode, within  # noqa: F401 (fixtures)
 from support.noxus_tasks import first_event
 
 from airflow_provider_noxus.hooks.noxus import NoxusHook
@@ -97,11 +96,7 @@ def first_stream_events(hook: NoxusHook, mode: str, count: int, limit: float = 3
                     break
             return events
 
-        pool = concurrent.futures.ThreadPoolExecutor(1)
-        try:
-            return pool.submit(read).result(timeout=limit)
-        finally:
-            pool.shutdown(wait=False)
+        return within(limit, read)
 
     async def follow() -> list[RunEvent]:
         events: list[RunEvent] = []

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from airflow_provider_noxus.hooks.noxus import NoxusHook
+
+T = TypeVar("T")
 
 #: Longest one call of a test may take: past it the test fails instead of hanging.
 CALL_LIMIT_S = 60.0
@@ -29,6 +31,20 @@ class SleepRecorder:
         await asyncio.sleep(0)
 
 
+def within(limit: float, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``function(*args, **kwargs)`` run in a worker thread; fails the test past ``limit`` seconds."""
+    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="noxus-test-call")
+    try:
+        future = pool.submit(function, *args, **kwargs)
+        try:
+            return future.result(timeout=limit)
+        except concurrent.futures.TimeoutError:
+            name = getattr(function, "__name__", repr(function))
+            raise AssertionError(f"{name} did not return within {limit:g} s") from None
+    finally:
+        pool.shutdown(wait=False)
+
+
 class ApiCaller:
     """Calls a hook method the sync way (``hook.name``) or the async way (``client.a_name``).
 
@@ -43,15 +59,7 @@ class ApiCaller:
 
     def __call__(self, name: str, *args: Any, **kwargs: Any) -> Any:
         if self.mode == "sync":
-            pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="noxus-test-call")
-            try:
-                future = pool.submit(getattr(self.hook, name), *args, **kwargs)
-                try:
-                    return future.result(timeout=self.limit)
-                except concurrent.futures.TimeoutError:
-                    raise AssertionError(f"{name} did not return within {self.limit:g} s") from None
-            finally:
-                pool.shutdown(wait=False)
+            return within(self.limit, getattr(self.hook, name), *args, **kwargs)
 
         async def call() -> Any:
             async with self.hook.async_client() as client:
