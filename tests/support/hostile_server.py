@@ -72,19 +72,18 @@ class Conn:
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
 
-    def head(self, status: int, headers: Mapping[str, str] | None = None) -> None:
-        """Status line and headers, with no ``Content-Length`` added."""
+    def head(self, status: int, headers: Mapping[str, str] | None = None, body: bytes = b"") -> None:
+        """Status line and headers, with no ``Content-Length`` added; then ``body``, in one send."""
         lines = [f"HTTP/1.1 {status} {'OK' if status < 400 else 'Error'}"]
         lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
-        self.send(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        self.send(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
 
     def reply(self, status: int, body: Any = b"", headers: Mapping[str, str] | None = None) -> None:
         """A whole answer; a body that is not bytes is sent as JSON."""
         if not isinstance(body, bytes):
             body = json.dumps(body).encode()
             headers = {"Content-Type": "application/json", **(headers or {})}
-        self.head(status, {"Content-Length": str(len(body)), **(headers or {})})
-        self.send(body)
+        self.head(status, {"Content-Length": str(len(body)), **(headers or {})}, body)
 
     def trickle(self, data: bytes, every: float) -> None:
         """Send ``data`` one byte every ``every`` seconds, until it is sent or the server stops."""
