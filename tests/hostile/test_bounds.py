@@ -146,6 +146,7 @@ def slow_but_alive_stream(request: Request, conn: Conn) -> None:
 def test_the_event_stream_has_no_total_deadline_only_a_bound_between_chunks(
     serve: Any, connect: Any, call_mode: str
 ) -> None:
+    """A guard: the total deadline of requests must not cut a stream that keeps talking."""
     server = serve(slow_but_alive_stream)
     events = first_stream_events(connect(server.url, timeout=1), call_mode, 2, limit=10)
     assert [event.workflow_status for event in events] == ["completed"]
@@ -209,6 +210,7 @@ def test_the_trigger_goes_through_the_proxy(
 def test_no_proxy_sends_directly(
     proxied: tuple[HostileServer, HostileServer], connect: Any, api_for: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The other half of the proxy tests: a host ``NO_PROXY`` names is reached directly."""
     proxy, api_server = proxied
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     monkeypatch.setenv("no_proxy", "127.0.0.1")

@@ -182,12 +182,6 @@ def test_node_ids_that_are_not_a_list_of_ids_are_refused(
     assert server.requests == []
 
 
-def test_node_ids_are_sent_as_given(serve: Any, connect: Any, api_for: Any) -> None:
-    server = serve(answering)
-    api_for(connect(server.url))("create_run", "wf-1", {"q": 1.5}, node_ids=("n1", "n2"))
-    assert server.requests[0].json() == {"input": {"q": 1.5}, "node_ids": ["n1", "n2"]}
-
-
 def test_the_page_size_is_sent_under_both_names(serve: Any, connect: Any, api_for: Any) -> None:
     server = serve(lambda request, conn: conn.reply(200, {"items": [], "total": 0, "page": 2, "size": 10}))
     api_for(connect(server.url))("list_runs", "wf-1", page=2, size=10)

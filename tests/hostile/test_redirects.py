@@ -82,6 +82,7 @@ def test_redirect_from_https_to_http_is_refused(
 def test_same_origin_redirect_is_followed_with_the_key_and_body(
     serve: Any, connect: Any, api_for: Any
 ) -> None:
+    """A guard (the libraries followed it too): refusing other origins still follows this one."""
     def handler(request: Request, conn: Conn) -> None:
         if request.path == "/v1/workflows/wf-1/runs":
             conn.reply(307, b"", headers={"Location": "/v2/workflows/wf-1/runs"})
