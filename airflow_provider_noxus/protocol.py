@@ -163,19 +163,21 @@ def _input_path(parent: str, key: Any) -> str:
     return f"{parent}[{key!r}]"
 
 
-def check_json_inputs(inputs: Mapping[str, Any]) -> None:
+def check_json_inputs(inputs: Mapping[str, Any], *, opaque: tuple[type, ...] = ()) -> None:
     """Refuse run inputs that JSON cannot carry, naming where they are (``inputs.doc.pages[2]``).
 
     NaN and infinite numbers (``json`` would write ``NaN``, which is not JSON) and values that are
     not JSON types (sets, dates, objects...) are refused; mappings with string (or number, bool,
     None) keys, lists and tuples are walked.
 
+    :param opaque: types let through unchecked, replaced before the run is created (``NoxusFile``,
+        for a check at task start, before file inputs are resolved).
     :raises NoxusConfigurationError: at the first value refused.
     """
     pending: list[tuple[str, Any]] = [("inputs", inputs)]
     while pending:
         where, value = pending.pop()
-        if value is None or isinstance(value, (str, bool, int)):
+        if value is None or isinstance(value, (str, bool, int, *opaque)):
             continue
         if isinstance(value, float):
             if not math.isfinite(value):
@@ -265,17 +267,23 @@ def create_run_sync_request(
     )
 
 
-def get_run_request(workflow_id: str, run_id: str) -> ApiRequest:
-    """The run with its ``output`` (the only read that includes it)."""
+def get_run_request(workflow_id: str, run_id: str, *, timeout: float | None = None) -> ApiRequest:
+    """The run with its ``output`` (the only read that includes it).
+
+    :param timeout: the request's total deadline; default the connection's ``timeout``.
+    """
     return ApiRequest(
         "GET", f"/v1/workflows/{_seg(workflow_id)}/runs/{_seg(run_id)}",
-        run_id=run_id, workflow_id=workflow_id,
+        timeout=timeout, run_id=run_id, workflow_id=workflow_id,
     )
 
 
-def get_run_status_request(run_id: str) -> ApiRequest:
-    """The run without ``output``; needs no workflow id."""
-    return ApiRequest("GET", f"/v1/runs/{_seg(run_id)}", run_id=run_id)
+def get_run_status_request(run_id: str, *, timeout: float | None = None) -> ApiRequest:
+    """The run without ``output``; needs no workflow id.
+
+    :param timeout: the request's total deadline; default the connection's ``timeout``.
+    """
+    return ApiRequest("GET", f"/v1/runs/{_seg(run_id)}", timeout=timeout, run_id=run_id)
 
 
 def list_runs_request(workflow_id: str, *, page: int = 1, size: int = 50) -> ApiRequest:

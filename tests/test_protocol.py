@@ -98,6 +98,20 @@ def test_inputs_json_cannot_carry_are_named(inputs: dict[Any, Any], where: str) 
     assert f"Run input {where} " in str(caught.value)
 
 
+def test_opaque_input_types_are_let_through() -> None:
+    class Later:
+        pass
+
+    protocol.check_json_inputs({"doc": [Later()]}, opaque=(Later,))
+    with pytest.raises(NoxusConfigurationError, match=r"inputs\.doc\[0\] is a Later"):
+        protocol.check_json_inputs({"doc": [Later()]})
+
+
+def test_a_read_can_carry_its_own_deadline() -> None:
+    assert protocol.get_run_status_request("r", timeout=2.5).timeout == 2.5
+    assert protocol.get_run_request("wf", "r").timeout is None
+
+
 def test_node_ids_must_be_a_list_of_ids() -> None:
     assert protocol.create_run_body({}, node_ids=("a", "b"))["node_ids"] == ["a", "b"]
     for bad in ("abc", {"a": 1}.keys(), 3, ["a", 1], [" "]):

@@ -471,14 +471,15 @@ class SyncTransport:
         return Retrying(sleep=self._sleep, **retry_controls(request, policy, started))(replay_then_attempt)
 
     def _failure(
-        self, request: protocol.ApiRequest, error: BaseException, deadline: Deadline | None
+        self, request: protocol.ApiRequest, error: BaseException, deadline: Deadline
     ) -> NoxusTransportError:
-        if deadline is not None and deadline.expired:
+        """The typed error of a failed attempt: a timeout when its deadline cut it short."""
+        if deadline.expired:
             return transport_error("read_timeout", request, self.settings, error)
         return map_requests_error(request, self.settings, error)
 
     def _send(
-        self, request: protocol.ApiRequest, files: Mapping[str, Any] | None, deadline: Deadline | None
+        self, request: protocol.ApiRequest, files: Mapping[str, Any] | None, deadline: Deadline
     ) -> requests.Response:
         """One attempt: the response of a 2xx, its body not read yet; else the typed error.
 
@@ -522,7 +523,7 @@ class SyncTransport:
                 body = b""
                 with contextlib.suppress(*REQUESTS_ERRORS):
                     body = response.raw.read(MAX_ERROR_BODY_BYTES, decode_content=True) or b""
-                if deadline is not None and deadline.expired:
+                if deadline.expired:
                     raise transport_error("read_timeout", request, self.settings, TimeoutError())
                 raise error_for_response(
                     request, response.status_code, body, response.headers, self.settings.api_key
