@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from support.hostile_server import self_signed_certificate
-from support.noxus_calls import ApiCaller, SleepRecorder, api_for, call_mode  # noqa: F401 (fixtures)
+from support.noxus_calls import ApiCaller, HookFactory, SleepRecorder, api_for, call_mode  # noqa: F401 (fixtures)
 
 from airflow_provider_noxus.hooks.noxus import NoxusHook
 from airflow_provider_noxus.protocol import RetryPolicy
@@ -33,7 +33,7 @@ def make_hook(
 
     Keyword ``api_key`` replaces the key, ``host`` the base URL, ``policy`` the retry policy.
     """
-    hooks: list[NoxusHook] = []
+    factory = HookFactory(monkeypatch, sleeps, "noxus_test")
 
     def make(
         *,
@@ -42,21 +42,15 @@ def make_hook(
         policy: RetryPolicy = TEST_POLICY,
         **extra: Any,
     ) -> NoxusHook:
-        conn_id = f"noxus_test_{len(hooks)}"
-        connection = {
-            "conn_type": "noxus",
-            "host": noxus_emulator.url if host is None else host,
-            "password": noxus_emulator.api_key if api_key is None else api_key,
-            "extra": extra,
-        }
-        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(connection))
-        hook = NoxusHook(conn_id, retry_policy=policy, sleep=sleeps, async_sleep=sleeps.asleep)
-        hooks.append(hook)
-        return hook
+        return factory.make(
+            noxus_emulator.url if host is None else host,
+            noxus_emulator.api_key if api_key is None else api_key,
+            policy,
+            extra,
+        )
 
     yield make
-    for hook in hooks:
-        hook.close()
+    factory.close()
 
 
 @pytest.fixture

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from support.hostile_server import Handler, HostileServer
-from support.noxus_calls import SleepRecorder, api_for, call_mode, within  # noqa: F401 (fixtures)
+from support.noxus_calls import HookFactory, SleepRecorder, api_for, call_mode, within  # noqa: F401 (fixtures)
 from support.noxus_tasks import first_event
 
 from airflow_provider_noxus.hooks.noxus import NoxusHook
@@ -51,21 +50,15 @@ def connect(monkeypatch: pytest.MonkeyPatch, sleeps: SleepRecorder) -> Iterator[
     Its retry waits are recorded in ``sleeps``, not slept. ``hook.noxus_conn_id`` names the
     connection for a trigger.
     """
-    hooks: list[NoxusHook] = []
+    factory = HookFactory(monkeypatch, sleeps, "noxus_hostile")
 
     def make(
         host: str, *, key: str = KEY, policy: RetryPolicy | None = FAST_POLICY, **extra: Any
     ) -> NoxusHook:
-        conn_id = f"noxus_hostile_{len(hooks)}"
-        connection = {"conn_type": "noxus", "host": host, "password": key, "extra": extra}
-        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(connection))
-        hook = NoxusHook(conn_id, retry_policy=policy, sleep=sleeps, async_sleep=sleeps.asleep)
-        hooks.append(hook)
-        return hook
+        return factory.make(host, key, policy, extra)
 
     yield make
-    for hook in hooks:
-        hook.close()
+    factory.close()
 
 
 def run_body(status: str = "completed", run_id: str = "run-1") -> dict[str, Any]:

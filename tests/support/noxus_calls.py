@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -43,6 +44,34 @@ def within(limit: float, function: Callable[..., T], *args: Any, **kwargs: Any) 
             raise AssertionError(f"{name} did not return within {limit:g} s") from None
     finally:
         pool.shutdown(wait=False)
+
+
+class HookFactory:
+    """Makes hooks on connections set in the environment, their retry waits recorded; closes them.
+
+    :param monkeypatch: sets the ``AIRFLOW_CONN_*`` variables (undone after the test).
+    :param sleeps: records the hooks' retry waits.
+    :param prefix: start of the connection ids.
+    """
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, sleeps: SleepRecorder, prefix: str) -> None:
+        self.monkeypatch = monkeypatch
+        self.sleeps = sleeps
+        self.prefix = prefix
+        self.hooks: list[NoxusHook] = []
+
+    def make(self, host: str, key: str, policy: Any, extra: dict[str, Any]) -> NoxusHook:
+        """A hook on a new connection to ``host`` with ``key`` and those extras."""
+        conn_id = f"{self.prefix}_{len(self.hooks)}"
+        connection = {"conn_type": "noxus", "host": host, "password": key, "extra": extra}
+        self.monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(connection))
+        hook = NoxusHook(conn_id, retry_policy=policy, sleep=self.sleeps, async_sleep=self.sleeps.asleep)
+        self.hooks.append(hook)
+        return hook
+
+    def close(self) -> None:
+        for hook in self.hooks:
+            hook.close()
 
 
 class ApiCaller:
