@@ -18,6 +18,8 @@ Airflow 3 builds the connection form from the provider info's ``conn-fields``
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -39,7 +41,8 @@ class NoxusConnectionSettings:
     :param conn_id: Airflow connection id, for messages.
     :param base_url: API root, scheme included, no trailing slash.
     :param api_key: the key sent as ``X-API-Key``; never shown by ``repr``.
-    :param timeout: default read timeout of a request, in seconds.
+    :param timeout: seconds one request may take in all (connect, send, answer); the event stream's
+        longest silence between two chunks.
     :param verify_ssl: whether TLS certificates are checked.
     :param app_url: root of the Noxus web app, for run links.
     :param retry_policy: how hard each request is tried.
@@ -69,17 +72,29 @@ def _extra(extras: Mapping[str, Any], name: str) -> Any:
     return None if value == "" else value
 
 
-def _number(conn_id: str, extras: Mapping[str, Any], name: str, default: float, minimum: float) -> float:
+#: Largest ``timeout`` extra: one day (sockets and timers refuse much larger numbers).
+MAX_TIMEOUT_S = 86400.0
+
+
+def _number(
+    conn_id: str,
+    extras: Mapping[str, Any],
+    name: str,
+    default: float,
+    minimum: float,
+    maximum: float = math.inf,
+) -> float:
     value = _extra(extras, name)
     if value is None:
         return default
     try:
         number = float(value)
-    except (TypeError, ValueError):
-        number = float("nan")
-    if not number >= minimum:
+    except (TypeError, ValueError, OverflowError):
+        number = math.nan
+    if isinstance(value, bool) or not math.isfinite(number) or not minimum <= number <= maximum:
+        within = f">= {minimum:g}" if maximum == math.inf else f"within {minimum:g}..{maximum:g}"
         raise NoxusConfigurationError(
-            f"Noxus connection {conn_id!r}: extra {name!r} must be a number >= {minimum:g}, not {value!r}."
+            f"Noxus connection {conn_id!r}: extra {name!r} must be a finite number {within}, not {value!r}."
         )
     return number
 
@@ -100,8 +115,35 @@ def _boolean(conn_id: str, extras: Mapping[str, Any], name: str, default: bool) 
     )
 
 
+#: What an API key may hold: visible ASCII, inner spaces and tabs. Both HTTP libraries refuse
+#: control characters in a header, and encode other characters differently (latin-1 or UTF-8).
+_API_KEY = re.compile(r"[\x21-\x7e]([\x20-\x7e\t]*[\x21-\x7e])?")
+
+
+def _api_key(conn_id: str, password: str | None) -> str:
+    """The connection's key without surrounding whitespace (a pasted trailing newline is common).
+
+    :raises NoxusConfigurationError: naming the connection, never showing the key.
+    """
+    key = (password or "").strip()
+    if not key:
+        raise NoxusConfigurationError(
+            f"Noxus connection {conn_id!r} has no API key: put it in the connection's password field."
+        )
+    if not _API_KEY.fullmatch(key):
+        raise NoxusConfigurationError(
+            f"Noxus connection {conn_id!r}: the API key (password field) holds characters that cannot be "
+            "sent in an HTTP header (a line break, a control character or a non-ASCII character): "
+            "paste the key again, as Noxus shows it."
+        )
+    return key
+
+
 def _base_url(conn_id: str, host: str | None, port: int | None, scheme: Any) -> str:
-    host = (host or "").strip()
+    """The API root from the host field; a ``user:password@`` in it is dropped (the key goes in
+    the password field; the API reads no other credential), so no URL shown or stored holds one.
+    """
+    host = protocol.without_userinfo((host or "").strip())
     if not host:
         return protocol.DEFAULT_BASE_URL
     if scheme is not None and str(scheme).lower() not in {"http", "https"}:
@@ -116,11 +158,15 @@ def _base_url(conn_id: str, host: str | None, port: int | None, scheme: Any) -> 
     else:
         host = f"{str(scheme or 'https').lower()}://{host}"
     parts = urlsplit(host)
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
+    try:
+        given_port = parts.port
+    except ValueError:
+        given_port = -1
+    if parts.scheme not in {"http", "https"} or not parts.hostname or given_port == -1:
         raise NoxusConfigurationError(
             f"Noxus connection {conn_id!r}: the host {host!r} is not a base URL like https://backend.noxus.ai."
         )
-    netloc = parts.netloc if parts.port is not None or not port else f"{parts.netloc}:{port}"
+    netloc = parts.netloc if given_port is not None or not port else f"{parts.netloc}:{port}"
     path = parts.path.rstrip("/")
     path = path.removesuffix("/v1")
     return urlunsplit((parts.scheme, netloc, path, "", ""))
@@ -135,10 +181,7 @@ def settings_from_connection(
     :param retry_policy: overrides the policy built from the extras.
     """
     conn_id = conn.conn_id or "?"
-    if not conn.password:
-        raise NoxusConfigurationError(
-            f"Noxus connection {conn_id!r} has no API key: put it in the connection's password field."
-        )
+    api_key = _api_key(conn_id, conn.password)
     extras = conn.extra_dejson
     base_url = _base_url(conn_id, conn.host, conn.port, _extra(extras, "scheme"))
     attempts = _number(conn_id, extras, "retry_attempts", protocol.RetryPolicy.max_attempts, 1)
@@ -156,10 +199,10 @@ def settings_from_connection(
     return NoxusConnectionSettings(
         conn_id=conn_id,
         base_url=base_url,
-        api_key=conn.password,
-        timeout=_number(conn_id, extras, "timeout", protocol.DEFAULT_TIMEOUT_S, 0.001),
+        api_key=api_key,
+        timeout=_number(conn_id, extras, "timeout", protocol.DEFAULT_TIMEOUT_S, 0.001, MAX_TIMEOUT_S),
         verify_ssl=_boolean(conn_id, extras, "verify_ssl", True),
-        app_url=str(app_url).rstrip("/"),
+        app_url=protocol.without_userinfo(str(app_url).strip()).rstrip("/"),
         retry_policy=policy,
     )
 

@@ -125,6 +125,13 @@ class NoxusSyncEndpointTimeout(NoxusServerError):
     """504 from the sync create endpoint: the run exists and goes on; wait for it with ``run_id``."""
 
 
+class NoxusRedirectError(NoxusError, AirflowFailException):
+    """The API answered a redirect that is not followed: to another origin (scheme, host or port),
+    one that would drop a request's body, or too many. Nothing is sent to the new address, so the
+    API key never leaves the configured origin; the connection's host must be fixed.
+    """
+
+
 class NoxusTransportError(NoxusError):
     """The request did not get an HTTP answer: connection refused or reset, DNS, TLS, timeout."""
 

@@ -33,6 +33,8 @@ MAX_INLINE_FILE_BYTES = 5 * 1024 * 1024
 ALLOW_PRIVATE_URLS_ENV = "NOXUS_ALLOW_PRIVATE_FILE_URLS"
 #: Host names of cloud metadata services, refused whatever they resolve to.
 METADATA_HOSTS = frozenset({"metadata", "metadata.google.internal", "metadata.goog", "instance-data"})
+#: Bytes of a local file read at once (a multiple of 8, as some ``/proc`` files require).
+READ_CHUNK_BYTES = 1024 * 1024
 
 FILE_KINDS = ("url", "path", "bytes", "spot")
 
@@ -130,34 +132,81 @@ class NoxusFile:
         return str(self.source).removeprefix("spot://")
 
 
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one carries (mapped, NAT64, 6to4, Teredo), if any."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    return None
+
+
+#: Well-known NAT64 prefix (RFC 6052): ``64:ff9b::a9fe:a9fe`` is 169.254.169.254.
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+def _is_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if not ip.is_global or ip.is_multicast:
+        return False
+    embedded = _embedded_ipv4(ip) if isinstance(ip, ipaddress.IPv6Address) else None
+    return embedded is None or _is_public(embedded)
+
+
+def _ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address written in ``host`` (an IPv6 zone, ``%25eth0``, is dropped), or None for a name."""
+    try:
+        return ipaddress.ip_address(unquote(host).split("%", 1)[0])
+    except ValueError:
+        return None
+
+
 def check_public_url(url: str, *, input_name: str) -> None:
     """Refuse a URL the Noxus server would refuse: not http(s), or a private/loopback/link-local host.
 
-    The host is resolved; every address it resolves to must be public. A host that does not
-    resolve here is left to the server to judge.
+    A first check only (the server decides): an address written in the URL is checked as it is, a
+    name is resolved and every address it resolves to must be public; a name that does not resolve
+    here is left to the server to judge. Backslashes, spaces and control characters are refused:
+    URL parsers disagree on them (``http://127.0.0.1\\@example.com/`` is 127.0.0.1 to some).
 
     :raises NoxusFileInputError: naming the input.
     """
+    if any(char == "\\" or char.isspace() or ord(char) < 0x20 or ord(char) == 0x7F for char in url):
+        raise NoxusFileInputError(
+            f"File input {input_name!r}: {url!r} holds a backslash, a space or a control character; "
+            "percent-encode them (URL parsers read them differently)."
+        )
     parts = urlsplit(url)
     host = (parts.hostname or "").rstrip(".").lower()
     if parts.scheme not in ("http", "https") or not host:
         raise NoxusFileInputError(f"File input {input_name!r}: {url!r} is not an http(s) URL.")
+    try:
+        port = parts.port
+    except ValueError:
+        raise NoxusFileInputError(
+            f"File input {input_name!r}: {url!r} has a port that is not a number within 0..65535."
+        ) from None
     if host in METADATA_HOSTS:
         raise NoxusFileInputError(f"File input {input_name!r}: {host!r} is a cloud metadata host; refused.")
-    try:
-        addresses = {
-            info[4][0] for info in socket.getaddrinfo(host, parts.port or 443, type=socket.SOCK_STREAM)
-        }
-    except (socket.gaierror, UnicodeError):
-        return
-    for address in addresses:
-        ip = ipaddress.ip_address(str(address).split("%", 1)[0])
-        if not ip.is_global or ip.is_multicast:
+    literal = _ip_literal(host)
+    if literal is not None:
+        addresses = {literal}
+    else:
+        try:
+            infos = socket.getaddrinfo(host, port or 443, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError):
+            return
+        addresses = {ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos}
+    for ip in addresses:
+        if not _is_public(ip):
             raise NoxusFileInputError(
-                f"File input {input_name!r}: host {host!r} resolves to the non-public address {ip}; the "
-                f"Noxus server refuses private, loopback, link-local and metadata addresses. Use a public "
-                f"URL, or NoxusFile.from_path/from_bytes to send the content itself. (Tests against a local "
-                f"server: set {ALLOW_PRIVATE_URLS_ENV}=1.)"
+                f"File input {input_name!r}: host {host!r} is or resolves to the non-public address {ip}; "
+                "the Noxus server refuses private, loopback, link-local and metadata addresses. Use a "
+                "public URL, or NoxusFile.from_path/from_bytes to send the content itself. (Tests against "
+                f"a local server: set {ALLOW_PRIVATE_URLS_ENV}=1.)"
             )
 
 
@@ -172,6 +221,26 @@ def _read_path(path: str, *, input_name: str) -> tuple[int, Path]:
             f"File input {input_name!r}: {path!r} does not exist on this worker or is not a file."
         )
     return file.stat().st_size, file
+
+
+def _read_capped(file: Path, *, input_name: str) -> bytes:
+    """The file's content, read up to one byte past :data:`MAX_FILE_BYTES` whatever its size says
+    (files of ``/proc`` say 0)."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        with open(file, "rb", buffering=0) as handle:
+            while size <= MAX_FILE_BYTES:
+                chunk = handle.read(READ_CHUNK_BYTES)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+    except OSError as error:
+        raise NoxusFileInputError(
+            f"File input {input_name!r}: cannot read {str(file)!r}: {error.strerror}."
+        ) from None
+    return b"".join(chunks)
 
 
 def file_to_input(
@@ -204,15 +273,18 @@ def file_to_input(
         size, upload_source = len(file.source), file.source
     else:
         size, upload_source = _read_path(file.source, input_name=input_name)
+        if size <= MAX_INLINE_FILE_BYTES:
+            # Read now, under the cap: the size a file system reports may be wrong (0 in /proc).
+            upload_source = _read_capped(upload_source, input_name=input_name)
+            size = len(upload_source)
     if size > MAX_FILE_BYTES:
         raise NoxusFileInputError(
             f"File input {input_name!r}: {name!r} is {size} bytes, over the Noxus server's "
             f"{MAX_FILE_BYTES // (1024 * 1024)} MB upload cap. Send a smaller file, or a public URL the "
             "server can download."
         )
-    if size <= MAX_INLINE_FILE_BYTES:
-        content = upload_source if isinstance(upload_source, bytes) else upload_source.read_bytes()
-        return {"uri": _data_uri(content, content_type), "name": name}
+    if size <= MAX_INLINE_FILE_BYTES and isinstance(upload_source, bytes):
+        return {"uri": _data_uri(upload_source, content_type), "name": name}
     try:
         uploaded = hook.upload_file(upload_source, filename=name, content_type=content_type)
     except NoxusPayloadTooLargeError as error:

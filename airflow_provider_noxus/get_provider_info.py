@@ -37,9 +37,10 @@ def get_provider_info() -> dict[str, Any]:
                 "conn-fields": {
                     "timeout": {
                         "label": "Request timeout (seconds)",
-                        "schema": {"type": ["number", "null"], "default": 30, "minimum": 1},
-                        "description": "Read timeout of each API request. The sync run endpoint always "
-                        "waits longer than the server's 120 s hold.",
+                        "schema": {"type": ["number", "null"], "default": 30, "minimum": 1, "maximum": 86400},
+                        "description": "Longest one API request may take in all, and the event stream's "
+                        "longest silence. The sync run endpoint always waits longer than the server's "
+                        "120 s hold.",
                     },
                     "verify_ssl": {
                         "label": "Verify TLS certificates",

@@ -12,13 +12,15 @@ from __future__ import annotations
 import codecs
 import email.utils
 import json
+import math
 import random
+import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
 from airflow_provider_noxus import __version__
 from airflow_provider_noxus.exceptions import (
@@ -31,6 +33,7 @@ from airflow_provider_noxus.exceptions import (
     NoxusPayloadTooLargeError,
     NoxusProtocolError,
     NoxusRateLimitedError,
+    NoxusRedirectError,
     NoxusServerError,
     NoxusSyncEndpointTimeout,
     NoxusTLSError,
@@ -46,7 +49,7 @@ USER_AGENT = f"airflow-provider-noxus/{__version__}"
 #: Seconds the server holds a sync create before answering 504.
 SYNC_ENDPOINT_HOLD_S = 120.0
 DEFAULT_TIMEOUT_S = 30.0
-#: Read timeout of the sync create: above the server's hold so its 504 reaches us.
+#: Timeout of the sync create: above the server's hold so its 504 reaches us.
 SYNC_ENDPOINT_TIMEOUT_S = SYNC_ENDPOINT_HOLD_S + 15.0
 #: Size cap of uploads and inline (data URI) files.
 MAX_FILE_BYTES = 25 * 1024 * 1024
@@ -92,9 +95,12 @@ class ApiRequest:
     :param path: path below the base URL, starting with ``/v1/``.
     :param params: query parameters.
     :param json_body: JSON body, if any.
-    :param timeout: read timeout in seconds; None means the connection's default.
+    :param timeout: seconds the whole request may take, from connecting to the last byte of the
+        answer (for the event stream: the longest silence between two chunks); None means the
+        connection's ``timeout``.
     :param creates_run: True for the non-idempotent run creation; see :func:`is_retryable`.
-    :param stream: True when the response is read incrementally (SSE, downloads).
+    :param stream: True for the event stream, read incrementally for as long as the run lasts: its
+        ``timeout`` bounds each read, not the whole.
     :param run_id: run concerned, for error messages.
     :param workflow_id: workflow concerned, for error messages.
     """
@@ -115,22 +121,107 @@ class ApiRequest:
         return f"{self.method} {self.path}"
 
 
-def _seg(value: str) -> str:
-    """Quote one path segment (ids come from users and templates); an empty id is refused."""
-    if value is None or not str(value).strip():
+def check_id(value: Any) -> str:
+    """``value`` as an id that may go in a path (ids come from users, templates and server answers).
+
+    An empty id is refused, and so are ``.`` and ``..``: HTTP libraries resolve them as path steps
+    (``/v1/runs/../stop`` is sent as ``/v1/stop``), so the request would reach another endpoint.
+    """
+    text = "" if value is None else str(value)
+    if not text.strip() or text in (".", ".."):
         raise NoxusConfigurationError(
-            f"An id in a Noxus API path is empty ({value!r}): pass the workflow, run or file id."
+            f"{value!r} is not a Noxus id (it is empty, '.' or '..', which would change the request's "
+            "path): pass the workflow, run or file id."
         )
-    return quote(str(value), safe="")
+    return text
+
+
+def _seg(value: str) -> str:
+    """Quote one path segment, refusing what is not an id (:func:`check_id`)."""
+    return quote(check_id(value), safe="")
 
 
 def _page(page: int, size: int) -> dict[str, int]:
-    """Query of a paged list; the API takes ``page`` >= 1 and ``size`` in 1..100."""
-    if not (isinstance(page, int) and page >= 1 and isinstance(size, int) and 1 <= size <= 100):
+    """Query of a paged list; the API takes ``page`` >= 1 and a size in 1..100.
+
+    The size is sent under both names the API has used (``size`` in the docs, ``page_size`` in the
+    official client); read the size the server used from the envelope's ``size``.
+    """
+    if not (
+        isinstance(page, int)
+        and not isinstance(page, bool)
+        and page >= 1
+        and isinstance(size, int)
+        and not isinstance(size, bool)
+        and 1 <= size <= 100
+    ):
         raise NoxusConfigurationError(
             f"page must be >= 1 and size within 1..100, not page={page!r}, size={size!r}."
         )
-    return {"page": page, "size": size}
+    return {"page": page, "size": size, "page_size": size}
+
+
+def _input_path(parent: str, key: Any) -> str:
+    """``inputs.doc``, or ``inputs['a b']`` for a key that is not a plain name."""
+    if isinstance(key, str) and key.isidentifier():
+        return f"{parent}.{key}"
+    return f"{parent}[{key!r}]"
+
+
+def check_json_inputs(inputs: Mapping[str, Any], *, opaque: tuple[type, ...] = ()) -> None:
+    """Refuse run inputs that JSON cannot carry, naming where they are (``inputs.doc.pages[2]``).
+
+    NaN and infinite numbers (``json`` would write ``NaN``, which is not JSON) and values that are
+    not JSON types (sets, dates, objects...) are refused; mappings with string (or number, bool,
+    None) keys, lists and tuples are walked.
+
+    :param opaque: types let through unchecked, replaced before the run is created (``NoxusFile``,
+        for a check at task start, before file inputs are resolved).
+    :raises NoxusConfigurationError: at the first value refused.
+    """
+    pending: list[tuple[str, Any]] = [("inputs", inputs)]
+    while pending:
+        where, value = pending.pop()
+        if value is None or isinstance(value, (str, bool, int, *opaque)):
+            continue
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                raise NoxusConfigurationError(
+                    f"Run input {where} is {value!r}, which JSON cannot carry: pass a finite number, a "
+                    "string or None."
+                )
+            continue
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                if not (key is None or isinstance(key, (str, int, float))):
+                    raise NoxusConfigurationError(
+                        f"Run input {where} has the key {key!r} ({type(key).__name__}): JSON object keys "
+                        "are strings; use string keys."
+                    )
+                pending.append((_input_path(where, key), item))
+            continue
+        if isinstance(value, (list, tuple)):
+            pending.extend((f"{where}[{index}]", item) for index, item in enumerate(value))
+            continue
+        raise NoxusConfigurationError(
+            f"Run input {where} is a {type(value).__name__}, which JSON cannot carry: pass a string, a "
+            "number, a bool, None, a list or a mapping (convert it first, e.g. a date to its ISO text)."
+        )
+
+
+def _node_ids(node_ids: Any) -> list[str]:
+    """``node_ids`` as a list of non-empty strings; a single string is refused, not split."""
+    if isinstance(node_ids, (str, bytes)) or not isinstance(node_ids, Sequence):
+        raise NoxusConfigurationError(
+            f"node_ids must be a list of node ids, not {type(node_ids).__name__} {node_ids!r}: "
+            "write node_ids=['node-1'] for one node."
+        )
+    for node_id in node_ids:
+        if not isinstance(node_id, str) or not node_id.strip():
+            raise NoxusConfigurationError(
+                f"node_ids must hold non-empty node id strings, not {node_id!r} (in {list(node_ids)!r})."
+            )
+    return list(node_ids)
 
 
 def create_run_body(
@@ -140,16 +231,21 @@ def create_run_body(
     node_ids: list[str] | None = None,
     callback_url: str | None = None,
 ) -> dict[str, Any]:
-    """Body of a run creation (async and sync endpoints alike)."""
+    """Body of a run creation (async and sync endpoints alike).
+
+    :raises NoxusConfigurationError: inputs that JSON cannot carry (see :func:`check_json_inputs`),
+        ``node_ids`` that is not a list of node ids.
+    """
     if not isinstance(inputs, Mapping):
         raise NoxusConfigurationError(
             f"Run inputs must be a mapping of input label (or node id) to value, not {type(inputs).__name__}."
         )
+    check_json_inputs(inputs)
     body: dict[str, Any] = {"input": dict(inputs)}
     if workflow_version_id:
         body["workflow_version_id"] = workflow_version_id
-    if node_ids:
-        body["node_ids"] = list(node_ids)
+    if node_ids is not None and (ids := _node_ids(node_ids)):
+        body["node_ids"] = ids
     if callback_url:
         body["callback_url"] = callback_url
     return body
@@ -176,16 +272,22 @@ def create_run_sync_request(
     )
 
 
-def get_run_request(workflow_id: str, run_id: str) -> ApiRequest:
-    """The run with its ``output`` (the only read that includes it)."""
+def get_run_request(workflow_id: str, run_id: str, *, timeout: float | None = None) -> ApiRequest:
+    """The run with its ``output`` (the only read that includes it).
+
+    :param timeout: the request's total deadline; default the connection's ``timeout``.
+    """
     return ApiRequest(
         "GET", f"/v1/workflows/{_seg(workflow_id)}/runs/{_seg(run_id)}",
-        run_id=run_id, workflow_id=workflow_id,
+        timeout=timeout, run_id=run_id, workflow_id=workflow_id,
     )
 
 
 def get_run_status_request(run_id: str, *, timeout: float | None = None) -> ApiRequest:
-    """The run without ``output``; needs no workflow id."""
+    """The run without ``output``; needs no workflow id.
+
+    :param timeout: the request's total deadline; default the connection's ``timeout``.
+    """
     return ApiRequest("GET", f"/v1/runs/{_seg(run_id)}", timeout=timeout, run_id=run_id)
 
 
@@ -217,7 +319,7 @@ def upload_file_request() -> ApiRequest:
 
 def download_file_request(file_id: str) -> ApiRequest:
     file_id = file_id.removeprefix("spot://")
-    return ApiRequest("GET", f"/v1/file/{_seg(file_id)}", stream=True, timeout=300.0)
+    return ApiRequest("GET", f"/v1/file/{_seg(file_id)}", timeout=300.0)
 
 
 def me_request() -> ApiRequest:
@@ -238,13 +340,85 @@ def build_url(base_url: str, request: ApiRequest) -> str:
     return base_url.rstrip("/") + request.path
 
 
+def without_userinfo(url: str) -> str:
+    """``url`` without a ``user:password@`` part, for every URL that is sent, shown or stored."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
+def origin(url: str) -> str:
+    """``scheme://host:port`` of ``url`` (default port spelled out, no userinfo, path or query)."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").rstrip(".")
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port: int | str | None = parts.port
+    except ValueError:
+        port = "invalid-port"  # equal to no real origin
+    port = port or {"http": 80, "https": 443}.get(parts.scheme.lower())
+    return f"{parts.scheme.lower()}://{host}:{port}"
+
+
+#: Same-origin redirects followed for one request, at most.
+MAX_REDIRECTS = 5
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+
+
+def redirect_target(
+    request: ApiRequest, base_url: str, current_url: str, status: int, location: str | None, hops: int
+) -> str:
+    """Where to follow a redirect answer, or :class:`NoxusRedirectError`.
+
+    The API key goes in every request, so a redirect is followed only within the base URL's origin
+    (same scheme, host and port), at most :data:`MAX_REDIRECTS` times, and only when it keeps the
+    method and body (307, 308, or any redirect of a GET). Anything else is refused before a
+    request leaves for the new address.
+
+    :param current_url: the URL that answered with the redirect.
+    :param hops: redirects already followed for this request.
+    """
+    common: dict[str, Any] = {
+        "endpoint": request.endpoint,
+        "status_code": status,
+        "run_id": request.run_id,
+        "workflow_id": request.workflow_id,
+    }
+    if not location:
+        raise NoxusRedirectError("The Noxus API answered a redirect without a Location header.", **common)
+    target = urljoin(current_url, location.strip())
+    if origin(target) != origin(base_url):
+        raise NoxusRedirectError(
+            f"The Noxus API redirected to another origin, {origin(target)}; the request "
+            "was not sent there, so that the API key never leaves the configured origin "
+            f"{origin(base_url)}. Set the connection's host to the address the API answers on "
+            "(e.g. https:// instead of http://, or the new host name).",
+            **common,
+        )
+    if request.method != "GET" and status not in (307, 308):
+        raise NoxusRedirectError(
+            f"The Noxus API redirected a {request.method} with HTTP {status}, which would drop its body; "
+            "check the connection's host (base URL).",
+            **common,
+        )
+    if hops >= MAX_REDIRECTS:
+        raise NoxusRedirectError(
+            f"The Noxus API redirected more than {MAX_REDIRECTS} times; check the connection's host "
+            "(base URL).",
+            **common,
+        )
+    return target
+
+
 def default_headers(api_key: str) -> dict[str, str]:
     return {"X-API-Key": api_key, "User-Agent": USER_AGENT, "Accept": "application/json"}
 
 
 def run_url(app_url: str, workflow_id: str, run_id: str) -> str:
     """Address of a run in the Noxus web app."""
-    return f"{app_url.rstrip('/')}/workflows/{_seg(workflow_id)}/runs/{_seg(run_id)}"
+    return f"{without_userinfo(app_url).rstrip('/')}/workflows/{_seg(workflow_id)}/runs/{_seg(run_id)}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -287,19 +461,28 @@ def _format_detail(detail: Any) -> Any:
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta seconds or an HTTP date)."""
+    """Seconds to wait from a ``Retry-After`` header (delta seconds or an HTTP date), never negative.
+
+    None for a missing or unreadable value (NaN included). The value is the server's: how long to
+    actually wait is :func:`backoff_seconds`'s decision (floored and capped).
+    """
     if not value:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return None if math.isnan(seconds) else max(0.0, seconds)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    try:
+        return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def error_from_response(
@@ -400,19 +583,28 @@ def is_retryable(request: ApiRequest, error: BaseException) -> bool:
     return isinstance(error, NoxusApiError) and error.status_code in RETRYABLE_STATUSES
 
 
+#: Shortest wait between two attempts, whatever the configuration (``max_backoff=0``) and whatever
+#: the server says (``Retry-After: 0``): at most ten requests a second from one retry loop, which a
+#: server that refuses requests can bear, while a test with tiny backoffs stays fast.
+MIN_BACKOFF_S = 0.1
+
+
 def backoff_seconds(
     policy: RetryPolicy, attempt: int, error: BaseException, rng: random.Random | None = None
 ) -> float:
     """Seconds to wait before attempt ``attempt + 1`` (``attempt`` counts from 1).
 
-    A server's ``Retry-After`` is honoured, capped at ``policy.backoff_max``; otherwise
-    exponential backoff with full jitter, capped.
+    The normal wait is exponential backoff with full jitter: within [c/2, c] for
+    ``c = backoff_initial * 2**(attempt - 1)``. A server's ``Retry-After`` can lengthen it, never
+    shorten it (``Retry-After: 0`` in a 429 storm must not make a hot loop). The result is capped
+    by ``policy.backoff_max`` and never below :data:`MIN_BACKOFF_S`.
     """
+    ceiling = min(policy.backoff_max, policy.backoff_initial * (2 ** min(attempt - 1, 64)))
+    seconds = (rng or random).uniform(ceiling / 2, ceiling)
     retry_after = getattr(error, "retry_after", None)
-    if retry_after is not None:
-        return min(float(retry_after), policy.backoff_max)
-    ceiling = min(policy.backoff_max, policy.backoff_initial * (2 ** (attempt - 1)))
-    return (rng or random).uniform(ceiling / 2, ceiling)
+    if isinstance(retry_after, (int, float)) and retry_after > seconds:
+        seconds = float(retry_after)
+    return max(MIN_BACKOFF_S, min(seconds, policy.backoff_max))
 
 
 # --------------------------------------------------------------------------------------------
@@ -440,52 +632,106 @@ class RunEvent:
         return str(value) if value else None
 
 
+#: Longest line, and longest event (its data lines together), of an event stream, in characters.
+#: A run's frames carry node outputs, so the bound is generous; past it the stream is dropped with
+#: :class:`NoxusProtocolError` rather than held in memory without end.
+MAX_SSE_EVENT_CHARS = 16 * 1024 * 1024
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+def _event_id(value: Any) -> str | None:
+    """A frame's ``redisId`` as text; an id that is not a string or a number is ignored."""
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return repr(value)
+    return None
+
+
 class SSEParser:
     """Incremental parser of a ``text/event-stream`` body into :class:`RunEvent` objects.
 
     Feed it raw body chunks as they arrive (:meth:`feed`), or decoded lines without their line
     ending (:meth:`feed_line`). Comment lines (``: keep-alive``) and frames whose data is not a
-    JSON object are skipped.
+    JSON object are skipped. Parsing is linear in the input; a line or an event over
+    :data:`MAX_SSE_EVENT_CHARS` characters raises :class:`NoxusProtocolError`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_event_chars: int = MAX_SSE_EVENT_CHARS) -> None:
+        self._max = max_event_chars
         self._data: list[str] = []
+        self._data_chars = 0
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._pending = ""
+        #: Start of the current line, when it spans chunks (joined once, when the line ends).
+        self._partial: list[str] = []
+        self._partial_chars = 0
+        self._started = False
+        #: The last chunk ended with "\r": a "\n" starting the next one belongs to the same line end.
+        self._after_cr = False
 
     def feed(self, chunk: bytes) -> list[RunEvent]:
         """Decode one body chunk and return the events it completes.
 
-        A UTF-8 character or a line may be split across chunks; lines end with ``\\n``, ``\\r\\n``
-        or ``\\r`` as the SSE format allows.
+        A UTF-8 character, a line or a ``\r\n`` may be split across chunks; lines end with ``\n``,
+        ``\r\n`` or ``\r`` as the SSE format allows, and a leading byte order mark is ignored.
         """
-        text = self._pending + self._decoder.decode(chunk)
-        # A trailing "\r" may be the first half of "\r\n": keep it until the next chunk.
-        keep_cr = text.endswith("\r")
-        lines = (text[:-1] if keep_cr else text).replace("\r\n", "\n").replace("\r", "\n").split("\n")
-        self._pending = lines.pop() + ("\r" if keep_cr else "")
+        text = self._decoder.decode(chunk)
+        if not text:
+            return []
+        if not self._started:
+            self._started = True
+            text = text.removeprefix("\ufeff")
+        if self._after_cr and text.startswith("\n"):
+            text = text[1:]
+        self._after_cr = text.endswith("\r")
         events = []
-        for line in lines:
+        start = 0
+        for match in _LINE_END.finditer(text):
+            line = text[start : match.start()]
+            if self._partial:
+                self._check_size(self._partial_chars + len(line), "line")
+                line = "".join([*self._partial, line])
+                self._partial, self._partial_chars = [], 0
             event = self.feed_line(line)
             if event is not None:
                 events.append(event)
+            start = match.end()
+        if start < len(text):
+            rest = text[start:]
+            self._partial_chars += len(rest)
+            self._check_size(self._partial_chars, "line")
+            self._partial.append(rest)
         return events
 
+    def _check_size(self, chars: int, what: str) -> None:
+        if chars > self._max:
+            raise NoxusProtocolError(
+                f"The Noxus event stream sent more than {self._max} characters in one {what}; the stream "
+                "was dropped (the run can still be read by polling)."
+            )
+
     def feed_line(self, line: str) -> RunEvent | None:
+        """Take one line without its line ending; the event it completes, if any."""
         line = line.rstrip("\r\n")
+        self._check_size(len(line), "line")
         if not line:
             return self._dispatch()
         if line.startswith(":"):
             return None
         name, _, value = line.partition(":")
         if name == "data":
-            self._data.append(value[1:] if value.startswith(" ") else value)
+            value = value[1:] if value.startswith(" ") else value
+            self._data_chars += len(value) + 1
+            self._check_size(self._data_chars, "event")
+            self._data.append(value)
         return None
 
     def _dispatch(self) -> RunEvent | None:
         if not self._data:
             return None
-        raw, self._data = "\n".join(self._data), []
+        raw, self._data, self._data_chars = "\n".join(self._data), [], 0
         try:
             payload = json.loads(raw)
         except ValueError:
@@ -496,13 +742,15 @@ class SSEParser:
         return RunEvent(
             type=str(payload.get("type", "")),
             data=data if isinstance(data, dict) else {},
-            event_id=payload.get("redisId"),
+            event_id=_event_id(payload.get("redisId")),
         )
 
 
 __all__ = [
     "DEFAULT_BASE_URL",
     "FAILURE_STATUSES",
+    "MAX_REDIRECTS",
+    "MIN_BACKOFF_S",
     "TERMINAL_STATUSES",
     "ApiRequest",
     "NoxusRunStatus",

@@ -121,6 +121,16 @@ def test_env_var_allows_private_urls(emu: Any, file_server: str, monkeypatch: py
         "http://[::1]/x.pdf",
         "http://[fe80::1]/x.pdf",
         "file:///etc/passwd",
+        # Read as 127.0.0.1 by WHATWG parsers, as example.com by urllib.
+        "http://127.0.0.1\\@example.com/",
+        "http://127.0.0.1 @example.com/",
+        # IPv4 inside IPv6: NAT64, mapped, 6to4 of the metadata address.
+        "http://[64:ff9b::a9fe:a9fe]/latest/meta-data/",
+        "http://[::ffff:169.254.169.254]/",
+        "http://[2002:a9fe:a9fe::1]/",
+        # A zone id: getaddrinfo does not resolve it, it is still link-local.
+        "http://[fe80::1%25eth0]/x.pdf",
+        "http://example.com:99999/x.pdf",
     ],
 )
 def test_non_public_urls_are_refused(url: str) -> None:
@@ -145,6 +155,33 @@ def test_file_over_the_server_cap_names_the_input(emu: Any, tmp_path: Path) -> N
     with pytest.raises(NoxusFileInputError, match=r"'document'.*huge\.bin.*upload cap"):
         run_file_info(emu, NoxusFile.from_path(path))
     assert emu.control.counters()["requests"].get("upload_file") is None
+
+
+@pytest.mark.skipif(not Path("/proc/self/pagemap").exists(), reason="needs Linux /proc")
+def test_a_file_whose_size_reads_as_zero_is_read_under_the_cap() -> None:
+    """/proc/self/pagemap says 0 bytes and reads as hundreds of gigabytes: never read in full."""
+    pagemap = Path("/proc/self/pagemap")
+    assert pagemap.stat().st_size == 0
+    outcome: list[BaseException] = []
+
+    def resolve() -> None:
+        try:
+            # The hook is never used: a file over the cap is refused before any upload.
+            resolve_file_inputs({"document": NoxusFile.from_path(pagemap)}, hook=NoxusHook("unused"))
+        except BaseException as error:
+            outcome.append(error)
+
+    thread = threading.Thread(target=resolve, daemon=True)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive(), "the file was read without a bound"
+    assert isinstance(outcome[0], NoxusFileInputError)
+    assert "upload cap" in str(outcome[0]) and "'document'" in str(outcome[0])
+
+
+def test_a_small_proc_file_is_sent_with_its_real_content(emu: Any) -> None:
+    info = run_file_info(emu, NoxusFile.from_path("/proc/self/cmdline", name="cmdline.txt"))
+    assert info["size"] > 0
 
 
 def test_nested_files_are_resolved_with_their_place_in_errors(tmp_path: Path) -> None:

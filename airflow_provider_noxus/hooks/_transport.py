@@ -6,6 +6,11 @@ the same event loop, base URL and TLS setting. Both apply the same tenacity retr
 once, by :func:`retry_controls`, from :func:`protocol.is_retryable` and
 :func:`protocol.backoff_seconds`) and turn every library error into a
 :class:`~airflow_provider_noxus.exceptions.NoxusError`. What the endpoints mean is left to the hook.
+
+Both hold the same safety rules: redirects are followed by hand, within the base URL's origin only
+(:func:`protocol.redirect_target`), so the API key never goes anywhere else; no cookie is kept; every
+request but the event stream has a total deadline (its ``timeout``); no library exception, which may
+hold request headers, is chained into the errors raised.
 """
 
 from __future__ import annotations
@@ -13,11 +18,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import http.cookiejar
 import logging
 import socket
 import ssl
 import threading
 import time
+import urllib.request
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
@@ -25,7 +32,11 @@ from typing import Any, Literal, TypeVar
 
 import aiohttp
 import requests
+import requests.adapters
+import urllib3
+import urllib3.connection
 import urllib3.exceptions
+import yarl
 from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception
 
 from airflow_provider_noxus import protocol
@@ -46,6 +57,8 @@ MAX_ERROR_BODY_BYTES = 64 * 1024
 POOL_LIMIT_PER_HOST = 100
 #: Seconds an idle pooled connection is kept open for reuse.
 KEEPALIVE_S = 30.0
+#: Bytes asked of one read of a response body.
+READ_CHUNK_BYTES = 64 * 1024
 REDACTED = "***"
 
 #: Retries (warning) and requests (debug: method, path, status; never headers or bodies).
@@ -86,7 +99,8 @@ def json_object(request: protocol.ApiRequest, body: bytes, api_key: str) -> dict
     return payload
 
 
-def read_timeout(request: protocol.ApiRequest, settings: NoxusConnectionSettings) -> float:
+def request_timeout(request: protocol.ApiRequest, settings: NoxusConnectionSettings) -> float:
+    """Seconds ``request`` may take in all (the event stream: between two chunks)."""
     return request.timeout if request.timeout is not None else settings.timeout
 
 
@@ -218,10 +232,13 @@ def transport_error(
             f"No connection within {CONNECT_TIMEOUT_S:g} s {where}.", reached_server=False, **common
         )
     if kind == "read_timeout":
-        timeout = read_timeout(request, settings)
-        return NoxusTimeoutError(
-            f"No answer within the {timeout:g} s read timeout {where}.", reached_server=True, **common
+        timeout = request_timeout(request, settings)
+        message = (
+            f"The event stream sent nothing for {timeout:g} s {where}."
+            if request.stream
+            else f"No complete answer within the {timeout:g} s timeout {where}."
         )
+        return NoxusTimeoutError(message, reached_server=True, **common)
     if kind == "connect":
         reason = _refusal_reason(error) or "connection failed"
         return NoxusTransportError(f"Could not connect: {reason} {where}.", reached_server=False, **common)
@@ -232,9 +249,9 @@ def transport_error(
     )
 
 
-def _requests_failure(error: requests.RequestException) -> FailureKind:
+def _requests_failure(error: BaseException) -> FailureKind:
     causes = list(_causes(error))
-    if isinstance(error, requests.exceptions.SSLError):
+    if isinstance(error, (requests.exceptions.SSLError, urllib3.exceptions.SSLError, ssl.SSLError)):
         return "tls"
     if isinstance(error, requests.exceptions.ConnectTimeout):
         return "connect_timeout"
@@ -245,10 +262,15 @@ def _requests_failure(error: requests.RequestException) -> FailureKind:
     return "broken"
 
 
+#: What reading a ``requests`` response may raise: its own errors, and urllib3's when the raw
+#: response is read directly.
+REQUESTS_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, OSError)
+
+
 def map_requests_error(
-    request: protocol.ApiRequest, settings: NoxusConnectionSettings, error: requests.RequestException
+    request: protocol.ApiRequest, settings: NoxusConnectionSettings, error: BaseException
 ) -> NoxusTransportError:
-    """The :class:`NoxusTransportError` for a ``requests`` failure; the key is never in it."""
+    """The :class:`NoxusTransportError` for a ``requests`` (or urllib3) failure; the key is never in it."""
     return transport_error(_requests_failure(error), request, settings, error)
 
 
@@ -282,6 +304,130 @@ def map_aiohttp_error(
 # --------------------------------------------------------------------------------------------
 
 
+class _NoCookies(http.cookiejar.DefaultCookiePolicy):
+    """A cookie policy that stores and sends none: the API is key-authenticated."""
+
+    def set_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
+        return False
+
+    def return_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
+        return False
+
+
+def _shutdown(sock: socket.socket) -> None:
+    """End every blocked read or write on ``sock`` now (a TLS socket too: its file descriptor)."""
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+class Deadline:
+    """A total time limit on one sync request, which ``requests`` lacks (its timeouts bound each read).
+
+    While armed (``with Deadline(seconds):``), the connection the request uses registers its socket
+    here (see :class:`_DeadlineMixin`); at expiry a timer thread shuts that socket down, which
+    ends a blocked read or write at once, whether the server trickles its headers or its body.
+    """
+
+    _current = threading.local()
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = False
+        self._lock = threading.Lock()
+        self._socket: socket.socket | None = None
+        self._done = False
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> Deadline:
+        Deadline._current.value = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.disarm()
+
+    def disarm(self) -> bool:
+        """Stop the timer (before the connection goes back to the pool); True if it had expired."""
+        with self._lock:
+            self._done = True
+            self._socket = None
+        self._timer.cancel()
+        if getattr(Deadline._current, "value", None) is self:
+            Deadline._current.value = None
+        return self.expired
+
+    def _expire(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self.expired = True
+            if self._socket is not None:
+                _shutdown(self._socket)
+
+    @classmethod
+    def attach(cls, sock: socket.socket | None) -> None:
+        """Register ``sock`` with the deadline armed in this thread, if any."""
+        deadline: Deadline | None = getattr(cls._current, "value", None)
+        if deadline is None or sock is None:
+            return
+        with deadline._lock:
+            if deadline._done:
+                return
+            deadline._socket = sock
+            if deadline.expired:
+                _shutdown(sock)
+
+
+class _DeadlineMixin:
+    """Registers an urllib3 connection's socket with the thread's :class:`Deadline`: when it
+    connects, and before each request on a connection reused from the pool."""
+
+    sock: socket.socket | None
+
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        Deadline.attach(self.sock)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        Deadline.attach(self.sock)
+        super().request(*args, **kwargs)  # type: ignore[misc]
+
+
+class _DeadlineConnection(_DeadlineMixin, urllib3.connection.HTTPConnection):  # type: ignore[misc]
+    pass
+
+
+class _DeadlineHTTPSConnection(_DeadlineMixin, urllib3.connection.HTTPSConnection):  # type: ignore[misc]
+    pass
+
+
+class _DeadlineHTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _DeadlineConnection
+
+
+class _DeadlineHTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _DeadlineHTTPSConnection
+
+
+_DEADLINE_POOLS = {"http": _DeadlineHTTPPool, "https": _DeadlineHTTPSPool}
+
+
+class _DeadlineAdapter(requests.adapters.HTTPAdapter):
+    """``requests``' adapter with connections that honour :class:`Deadline` (through HTTP proxies too;
+    a SOCKS proxy keeps per-read timeouts only)."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _DEADLINE_POOLS
+
+    def proxy_manager_for(self, proxy: str, **kwargs: Any) -> urllib3.PoolManager:
+        manager: urllib3.PoolManager = super().proxy_manager_for(proxy, **kwargs)
+        if isinstance(manager, urllib3.ProxyManager):
+            manager.pool_classes_by_scheme = _DEADLINE_POOLS
+        return manager
+
+
 class SyncTransport:
     """Sends requests with one ``requests.Session`` (its connection pool is reused).
 
@@ -294,6 +440,10 @@ class SyncTransport:
         self._sleep = sleep
         self._session = requests.Session()
         self._session.headers.update(protocol.default_headers(settings.api_key))
+        self._session.cookies.set_policy(_NoCookies())
+        adapter = _DeadlineAdapter()
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
 
     def close(self) -> None:
         self._session.close()
@@ -320,33 +470,67 @@ class SyncTransport:
         policy = policy or self.settings.retry_policy
         return Retrying(sleep=self._sleep, **retry_controls(request, policy, started))(replay_then_attempt)
 
-    def _send(self, request: protocol.ApiRequest, files: Mapping[str, Any] | None) -> requests.Response:
-        """One attempt: the response of a 2xx, its body not read yet; else the typed error."""
-        timeout = read_timeout(request, self.settings)
-        try:
-            response = self._session.request(
-                request.method,
-                protocol.build_url(self.settings.base_url, request),
-                params=dict(request.params),
-                json=request.json_body,
-                files=files,
-                timeout=(min(CONNECT_TIMEOUT_S, timeout), timeout),
-                # Per request: a session-level verify=False loses to REQUESTS_CA_BUNDLE in requests.
-                verify=self.settings.verify_ssl,
-                stream=True,
-            )
-        except requests.RequestException as error:
-            raise map_requests_error(request, self.settings, error) from error
-        log.debug("Noxus API %s -> %s", request.endpoint, response.status_code)
-        if response.status_code < 400:
-            return response
-        with contextlib.closing(response):
-            body = b""
-            with contextlib.suppress(requests.RequestException):
-                body = response.raw.read(MAX_ERROR_BODY_BYTES, decode_content=True) or b""
-            raise error_for_response(
-                request, response.status_code, body, response.headers, self.settings.api_key
-            )
+    def _failure(
+        self, request: protocol.ApiRequest, error: BaseException, deadline: Deadline
+    ) -> NoxusTransportError:
+        """The typed error of a failed attempt: a timeout when its deadline cut it short."""
+        if deadline.expired:
+            return transport_error("read_timeout", request, self.settings, error)
+        return map_requests_error(request, self.settings, error)
+
+    def _send(
+        self, request: protocol.ApiRequest, files: Mapping[str, Any] | None, deadline: Deadline
+    ) -> requests.Response:
+        """One attempt: the response of a 2xx, its body not read yet; else the typed error.
+
+        Same-origin redirects are followed here (see :func:`protocol.redirect_target`).
+        """
+        timeout = request_timeout(request, self.settings)
+        url, params, hops = protocol.build_url(self.settings.base_url, request), dict(request.params), 0
+        while True:
+            try:
+                response = self._session.request(
+                    request.method,
+                    url,
+                    params=params,
+                    json=request.json_body,
+                    files=files,
+                    timeout=(min(CONNECT_TIMEOUT_S, timeout), timeout),
+                    # Per request: a session-level verify=False loses to REQUESTS_CA_BUNDLE in requests.
+                    verify=self.settings.verify_ssl,
+                    stream=True,
+                    allow_redirects=False,
+                )
+            except requests.RequestException as error:
+                # Not chained: a requests exception may hold the request and its headers.
+                raise self._failure(request, error, deadline) from None
+            log.debug("Noxus API %s -> %s", request.endpoint, response.status_code)
+            if response.status_code in protocol.REDIRECT_STATUSES:
+                with contextlib.closing(response):
+                    url = protocol.redirect_target(
+                        request,
+                        self.settings.base_url,
+                        response.url,
+                        response.status_code,
+                        response.headers.get("Location"),
+                        hops,
+                    )
+                params, hops = {}, hops + 1
+                continue
+            if response.status_code < 400:
+                return response
+            with contextlib.closing(response):
+                body = b""
+                with contextlib.suppress(*REQUESTS_ERRORS):
+                    body = response.raw.read(MAX_ERROR_BODY_BYTES, decode_content=True) or b""
+                if deadline.expired:
+                    raise transport_error("read_timeout", request, self.settings, TimeoutError())
+                raise error_for_response(
+                    request, response.status_code, body, response.headers, self.settings.api_key
+                )
+
+    def _deadline(self, request: protocol.ApiRequest) -> Deadline:
+        return Deadline(request_timeout(request, self.settings))
 
     def call(
         self,
@@ -357,16 +541,30 @@ class SyncTransport:
     ) -> bytes:
         """Send ``request`` with retries and return the whole body of its 2xx response.
 
+        Each attempt has a total deadline of the request's timeout.
+
         :param files: multipart parts, as ``requests`` takes them (must be re-sendable: bytes).
         :param policy: overrides the connection's retry policy.
         """
 
         def attempt() -> bytes:
-            with contextlib.closing(self._send(request, files)) as response:
+            with self._deadline(request) as deadline:
+                response = self._send(request, files, deadline)
                 try:
-                    return response.content
-                except requests.RequestException as error:
-                    raise map_requests_error(request, self.settings, error) from error
+                    chunks = []
+                    try:
+                        for chunk in response.iter_content(READ_CHUNK_BYTES):
+                            chunks.append(chunk)
+                            if deadline.expired:
+                                break
+                    except requests.RequestException as error:
+                        raise self._failure(request, error, deadline) from None
+                    if deadline.disarm():
+                        raise transport_error("read_timeout", request, self.settings, TimeoutError())
+                    return b"".join(chunks)
+                finally:
+                    deadline.disarm()
+                    response.close()
 
         return self._with_retries(request, attempt, policy)
 
@@ -377,15 +575,28 @@ class SyncTransport:
     def stream_chunks(self, request: protocol.ApiRequest) -> Generator[bytes, None, None]:
         """Open ``request`` (opening is retried) and yield its body chunks as they arrive.
 
-        The response is closed when the generator ends or is closed. A failure while reading is
-        raised as a :class:`NoxusTransportError` and not retried: the caller resumes.
+        Opening has a total deadline of the request's timeout; then each read is bounded by it
+        (an event stream lasts as long as its run). The response is closed when the generator ends
+        or is closed. A failure while reading is raised as a :class:`NoxusTransportError` and not
+        retried: the caller resumes.
         """
-        response = self._with_retries(request, lambda: self._send(request, None))
+
+        def open_stream() -> requests.Response:
+            with self._deadline(request) as deadline:
+                return self._send(request, None, deadline)
+
+        response = self._with_retries(request, open_stream)
         with contextlib.closing(response):
             try:
-                yield from response.iter_content(chunk_size=None)
-            except requests.RequestException as error:
-                raise map_requests_error(request, self.settings, error) from error
+                # read1: what has arrived, whatever the framing (iter_content waits for the end of
+                # a body that is neither chunked nor sized). urllib3 < 2.3 has no read1.
+                if hasattr(response.raw, "read1"):
+                    while chunk := response.raw.read1(READ_CHUNK_BYTES, decode_content=True):
+                        yield chunk
+                else:
+                    yield from response.iter_content(chunk_size=None)
+            except REQUESTS_ERRORS as error:
+                raise map_requests_error(request, self.settings, error) from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -408,18 +619,39 @@ def default_ssl_context() -> ssl.SSLContext:
     return context
 
 
+def env_proxy(base_url: str) -> tuple[str | None, aiohttp.BasicAuth | None]:
+    """The proxy for ``base_url`` from ``HTTP_PROXY``/``HTTPS_PROXY``/``NO_PROXY`` (any case), as
+    ``requests`` reads them on the sync path; with the credentials in the proxy's URL, if any.
+
+    Read once per shared pool (not per request, as aiohttp's ``trust_env`` does, with two thread
+    hops per request); ``.netrc`` is not read: the API takes the key, no other credential.
+    """
+    url = yarl.URL(base_url)
+    if url.host is None or urllib.request.proxy_bypass(url.host):
+        return None, None
+    proxy = urllib.request.getproxies().get(url.scheme)
+    if not proxy:
+        return None, None
+    proxy_url = yarl.URL(proxy if "://" in proxy else f"http://{proxy}")
+    return str(proxy_url.with_user(None)), aiohttp.BasicAuth.from_url(proxy_url)
+
+
 @dataclass
 class SharedPool:
     """The two aiohttp sessions shared by every client of one (loop, base URL, TLS setting).
 
     :param api: short requests, on a pool of at most :data:`POOL_LIMIT_PER_HOST` connections.
-    :param streams: event streams and downloads, one connection each for as long as they last, with
-        no limit: a bounded pool would make the stream past the limit wait for a whole run to end,
-        and would starve the short requests behind them.
+    :param streams: event streams, one connection each for as long as they last, with no limit: a
+        bounded pool would make the stream past the limit wait for a whole run to end, and would
+        starve the short requests behind them.
+    :param proxy: the proxy every request goes through (:func:`env_proxy`), if any.
+    :param proxy_auth: its credentials, if any.
     """
 
     api: aiohttp.ClientSession
     streams: aiohttp.ClientSession
+    proxy: str | None = None
+    proxy_auth: aiohttp.BasicAuth | None = None
     users: int = 0
 
     @property
@@ -457,6 +689,9 @@ class SharedSessions:
             connector=connector,
             headers={"User-Agent": protocol.USER_AGENT, "Accept": "application/json"},
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S),
+            # The pool is shared by every key of this base URL: a cookie set for one must never be
+            # sent with another (and the API, key-authenticated, needs none).
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         # aiohttp >= 3.10 silently resends an idempotent request once after a reset; our retry
         # policy is the only one, as on the sync path (same attempts, waits and budget).
@@ -478,9 +713,12 @@ class SharedSessions:
             table = self._by_loop.setdefault(loop, {})
             entry = table.get(key)
             if entry is None or entry.closed:
+                proxy, proxy_auth = env_proxy(base_url)
                 entry = table[key] = SharedPool(
                     api=self._new_session(verify_ssl, POOL_LIMIT_PER_HOST),
                     streams=self._new_session(verify_ssl, 0),
+                    proxy=proxy,
+                    proxy_auth=proxy_auth,
                 )
             entry.users += 1
         try:
@@ -520,6 +758,7 @@ class AsyncTransport:
         self, settings: NoxusConnectionSettings, pool: SharedPool, *, sleep: AsyncSleep
     ) -> None:
         self.settings = settings
+        self.pool = pool
         self.session = pool.api
         self.stream_session = pool.streams
         self.sleep = sleep
@@ -550,39 +789,71 @@ class AsyncTransport:
         return result
 
     async def _send(self, request: protocol.ApiRequest) -> aiohttp.ClientResponse:
-        """One attempt: the response of a 2xx, its body not read yet; else the typed error."""
-        timeout = read_timeout(request, self.settings)
-        try:
-            session = self.stream_session if request.stream else self.session
-            response = await session.request(
-                request.method,
-                protocol.build_url(self.settings.base_url, request),
-                params=dict(request.params),
-                json=request.json_body,
-                headers=self._headers,
-                timeout=aiohttp.ClientTimeout(
-                    total=None, sock_connect=min(CONNECT_TIMEOUT_S, timeout), sock_read=timeout
-                ),
-            )
-        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-            raise map_aiohttp_error(request, self.settings, error) from error
-        log.debug("Noxus API %s -> %s", request.endpoint, response.status)
-        if response.status < 400:
-            return response
-        try:
-            body = b""
-            with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
-                body = await response.content.read(MAX_ERROR_BODY_BYTES)
-            raise error_for_response(request, response.status, body, response.headers, self.settings.api_key)
-        finally:
-            response.release()
+        """One attempt: the response of a 2xx, its body not read yet; else the typed error.
+
+        The request's timeout bounds the whole attempt, the reading of a 2xx body included (the
+        event stream: each read). Same-origin redirects are followed here
+        (see :func:`protocol.redirect_target`).
+        """
+        timeout = request_timeout(request, self.settings)
+        loop = asyncio.get_running_loop()
+        ends = loop.time() + timeout
+        session = self.stream_session if request.stream else self.session
+        url, params, hops = protocol.build_url(self.settings.base_url, request), dict(request.params), 0
+        while True:
+            left = timeout if request.stream else max(ends - loop.time(), 0.001)
+            try:
+                response = await session.request(
+                    request.method,
+                    url,
+                    params=params,
+                    json=request.json_body,
+                    headers=self._headers,
+                    timeout=aiohttp.ClientTimeout(
+                        total=None if request.stream else left,
+                        sock_connect=min(CONNECT_TIMEOUT_S, left),
+                        sock_read=timeout,
+                    ),
+                    allow_redirects=False,
+                    proxy=self.pool.proxy,
+                    proxy_auth=self.pool.proxy_auth,
+                )
+            except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+                # Not chained: an aiohttp exception may hold the request's headers.
+                raise map_aiohttp_error(request, self.settings, error) from None
+            log.debug("Noxus API %s -> %s", request.endpoint, response.status)
+            if response.status in protocol.REDIRECT_STATUSES:
+                try:
+                    url = protocol.redirect_target(
+                        request,
+                        self.settings.base_url,
+                        str(response.url),
+                        response.status,
+                        response.headers.get("Location"),
+                        hops,
+                    )
+                finally:
+                    response.release()
+                params, hops = {}, hops + 1
+                continue
+            if response.status < 400:
+                return response
+            try:
+                body = b""
+                with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+                    body = await response.content.read(MAX_ERROR_BODY_BYTES)
+                raise error_for_response(
+                    request, response.status, body, response.headers, self.settings.api_key
+                )
+            finally:
+                response.release()
 
     async def call(
         self, request: protocol.ApiRequest, *, policy: protocol.RetryPolicy | None = None
     ) -> bytes:
         """Send ``request`` with retries and return the whole body of its 2xx response.
 
-        :param policy: overrides the connection's retry policy.
+        :param policy: overrides the connection's retry policy (e.g. one attempt).
         """
 
         async def attempt() -> bytes:
@@ -590,7 +861,7 @@ class AsyncTransport:
             try:
                 return await response.read()
             except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-                raise map_aiohttp_error(request, self.settings, error) from error
+                raise map_aiohttp_error(request, self.settings, error) from None
             finally:
                 response.release()
 
@@ -613,7 +884,7 @@ class AsyncTransport:
                 try:
                     chunk = await response.content.readany()
                 except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-                    raise map_aiohttp_error(request, self.settings, error) from error
+                    raise map_aiohttp_error(request, self.settings, error) from None
                 if not chunk:
                     return
                 yield chunk

@@ -39,7 +39,7 @@ from airflow_provider_noxus.exceptions import (
     NoxusTransportError,
     shorten,
 )
-from airflow_provider_noxus.files import resolve_file_inputs
+from airflow_provider_noxus.files import NoxusFile, resolve_file_inputs
 from airflow_provider_noxus.hooks.noxus import NoxusHook
 from airflow_provider_noxus.links.noxus import NoxusRunLink
 from airflow_provider_noxus.protocol import FAILURE_STATUSES, NoxusRunStatus
@@ -184,6 +184,7 @@ class NoxusRunOperator(NoxusRunWaitMixin, BaseOperator):
     def execute(self, context: Context) -> Any:
         ledger = self._ledger(context)
         inputs = self._rendered_inputs()
+        protocol.check_json_inputs(inputs, opaque=(NoxusFile,))
         intent = intent_fingerprint(
             self.workflow_id,
             inputs,

@@ -17,6 +17,7 @@ from typing import Any
 from airflow_provider_noxus._compat import AirflowNotFoundException, BaseTrigger, TriggerEvent
 from airflow_provider_noxus.exceptions import NoxusAuthError, NoxusError
 from airflow_provider_noxus.hooks.noxus import CONNECTION_CACHE, NoxusAsyncClient, NoxusHook, StatusReader
+from airflow_provider_noxus.protocol import check_id
 from airflow_provider_noxus.triggers.status_watcher import StatusWatcher, StatusWatchers
 from airflow_provider_noxus.wait import OUTCOME_ERROR, WaitOptions, WaitOutcome
 
@@ -140,6 +141,8 @@ class NoxusRunTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Wait for the run and yield one event; every client opened here is closed on every path."""
         try:
+            check_id(self.run_id)
+            check_id(self.workflow_id)
             async with (
                 NoxusHook(self.noxus_conn_id).async_client() as client,
                 contextlib.AsyncExitStack() as watching,

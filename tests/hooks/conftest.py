@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import http.server
-import ipaddress
 import json
 import ssl
 import threading
@@ -12,26 +10,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from support.hostile_server import self_signed_certificate
+from support.noxus_calls import ApiCaller, HookFactory, SleepRecorder, api_for, call_mode  # noqa: F401 (fixtures)
 
 from airflow_provider_noxus.hooks.noxus import NoxusHook
 from airflow_provider_noxus.protocol import RetryPolicy
 
 #: Small backoffs so that bounds are easy to assert; the waits are recorded, never slept.
 TEST_POLICY = RetryPolicy(max_attempts=4, backoff_initial=0.5, backoff_max=5.0, total_budget=60.0)
-
-
-class SleepRecorder:
-    """Stands in for ``time.sleep`` and ``asyncio.sleep``: records each wait and returns at once."""
-
-    def __init__(self) -> None:
-        self.waits: list[float] = []
-
-    def __call__(self, seconds: float) -> None:
-        self.waits.append(seconds)
-
-    async def asleep(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        await asyncio.sleep(0)
 
 
 @pytest.fixture
@@ -47,7 +33,7 @@ def make_hook(
 
     Keyword ``api_key`` replaces the key, ``host`` the base URL, ``policy`` the retry policy.
     """
-    hooks: list[NoxusHook] = []
+    factory = HookFactory(monkeypatch, sleeps, "noxus_test")
 
     def make(
         *,
@@ -56,21 +42,15 @@ def make_hook(
         policy: RetryPolicy = TEST_POLICY,
         **extra: Any,
     ) -> NoxusHook:
-        conn_id = f"noxus_test_{len(hooks)}"
-        connection = {
-            "conn_type": "noxus",
-            "host": noxus_emulator.url if host is None else host,
-            "password": noxus_emulator.api_key if api_key is None else api_key,
-            "extra": extra,
-        }
-        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(connection))
-        hook = NoxusHook(conn_id, retry_policy=policy, sleep=sleeps, async_sleep=sleeps.asleep)
-        hooks.append(hook)
-        return hook
+        return factory.make(
+            noxus_emulator.url if host is None else host,
+            noxus_emulator.api_key if api_key is None else api_key,
+            policy,
+            extra,
+        )
 
     yield make
-    for hook in hooks:
-        hook.close()
+    factory.close()
 
 
 @pytest.fixture
@@ -78,40 +58,8 @@ def hook(make_hook: Callable[..., NoxusHook]) -> NoxusHook:
     return make_hook()
 
 
-class ApiCaller:
-    """Calls a hook method the sync way (``hook.name``) or the async way (``client.a_name``).
-
-    Lets one test cover both paths where the behaviour must be the same.
-    """
-
-    def __init__(self, mode: str, hook: NoxusHook) -> None:
-        self.mode = mode
-        self.hook = hook
-
-    def __call__(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        if self.mode == "sync":
-            return getattr(self.hook, name)(*args, **kwargs)
-
-        async def call() -> Any:
-            async with self.hook.async_client() as client:
-                return await getattr(client, f"a_{name}")(*args, **kwargs)
-
-        return asyncio.run(call())
-
-
-@pytest.fixture(params=["sync", "async"])
-def call_mode(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture
-def api_for(call_mode: str) -> Callable[[NoxusHook], ApiCaller]:
-    """``api_for(hook)``: a caller of that hook's methods, sync or async (the test runs twice)."""
-    return lambda hook: ApiCaller(call_mode, hook)
-
-
-@pytest.fixture
-def api(api_for: Callable[[NoxusHook], ApiCaller], hook: NoxusHook) -> ApiCaller:
+def api(api_for: Callable[[NoxusHook], ApiCaller], hook: NoxusHook) -> ApiCaller:  # noqa: F811
     return api_for(hook)
 
 
@@ -175,35 +123,4 @@ def echo_server() -> Iterator[str]:
 @pytest.fixture
 def self_signed_server(tmp_path: Any) -> Iterator[str]:
     """Base URL of the echo server behind TLS with a self-signed certificate (no trusted CA)."""
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    loopback = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(loopback, critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert_file, key_file)
-    yield from _serve(context)
+    yield from _serve(self_signed_certificate(tmp_path).server_context())

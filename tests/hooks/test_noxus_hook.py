@@ -96,12 +96,39 @@ def test_app_url_defaults_to_the_cloud_app_or_the_base_url() -> None:
         ({"host": "h", "password": "k", "extra": '{"scheme": "ftp"}'}, "'scheme'"),
         ({"host": "http://h", "password": "k", "extra": '{"scheme": "https"}'}, "scheme"),
         ({"host": "ftp://h", "password": "k"}, "not a base URL"),
+        ({"host": "http://h:99999", "password": "k"}, "not a base URL"),
+        ({"host": "h", "password": "k", "extra": '{"timeout": "nan"}'}, "'timeout' must be a finite"),
+        ({"host": "h", "password": "k", "extra": '{"timeout": "inf"}'}, "'timeout'"),
+        ({"host": "h", "password": "k", "extra": '{"timeout": 86401}'}, "'timeout'"),
+        ({"host": "h", "password": "k", "extra": '{"timeout": true}'}, "'timeout'"),
+        ({"host": "h", "password": "k", "extra": '{"max_backoff": "NaN"}'}, "'max_backoff'"),
+        ({"host": "h", "password": "k", "extra": '{"max_backoff": "-1"}'}, "'max_backoff'"),
+        ({"host": "h", "password": "k", "extra": '{"retry_attempts": "inf"}'}, "'retry_attempts'"),
+        ({"host": "h", "password": "k", "extra": '{"retry_attempts": "1e309"}'}, "'retry_attempts'"),
+        ({"host": "h", "password": " \n "}, "no API key"),
+        ({"host": "h", "password": "key\nsecond"}, "cannot be sent in an HTTP header"),
     ],
 )
 def test_bad_connection_is_refused_early_with_its_name(fields: dict[str, Any], named: str) -> None:
     with pytest.raises(NoxusConfigurationError, match=named) as caught:
         settings_from_connection(_connection(conn_type="noxus", **fields))
     assert "noxus_x" in str(caught.value)
+
+
+def test_the_key_loses_its_surrounding_whitespace() -> None:
+    settings = settings_from_connection(_connection(conn_type="noxus", host="h", password=" nxk-1 key\r\n"))
+    assert settings.api_key == "nxk-1 key"
+
+
+def test_credentials_in_the_host_and_app_url_are_dropped() -> None:
+    extra = json.dumps({"app_url": "https://v:pw@app.example.com/"})
+    settings = settings_from_connection(
+        _connection(conn_type="noxus", host="https://u:pw@noxus.example.com/v1", password="k", extra=extra)
+    )
+    assert settings.base_url == "https://noxus.example.com"
+    assert settings.app_url == "https://app.example.com"
+    own_app = settings_from_connection(_connection(conn_type="noxus", host="http://u:pw@h:8", password="k"))
+    assert own_app.app_url == own_app.base_url == "http://h:8"
 
 
 def test_uri_connection_from_the_environment_reaches_the_emulator(
