@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import signal
 import sqlite3
@@ -191,6 +192,62 @@ def test_triggerer_sigkill_while_deferred_loses_and_duplicates_nothing(
     )
 
 
+def test_clearing_succeeded_mapped_tasks_runs_them_again_and_nothing_else(
+    airflow: Any, emulator: Any
+) -> None:
+    slow = emulator.control.workflow_id("slow")
+    run_id = airflow.trigger_dag("e2e_fan_out", {"count": 4, "seconds": 2})
+    assert airflow.wait_for_dag_run("e2e_fan_out", run_id, timeout=180) == "success"
+    first_runs = xcom_run_ids(airflow, "e2e_fan_out", run_id, "wait_for_run")
+    created_before = runs_created(emulator, slow)
+
+    airflow.clear_task_instances("e2e_fan_out", run_id, [["wait_for_run", 1], ["wait_for_run", 3]])
+    assert airflow.wait_for_dag_run("e2e_fan_out", run_id, timeout=180) == "success"
+
+    # A clear is a request to run again: one new Noxus run per cleared task instance, none for the
+    # others (the run id each succeeded with is history, not something to reattach to).
+    assert runs_created(emulator, slow) - created_before == 2
+    again = xcom_run_ids(airflow, "e2e_fan_out", run_id, "wait_for_run")
+    assert again[0] == first_runs[0] and again[2] == first_runs[2]
+    assert again[1] != first_runs[1] and again[3] != first_runs[3]
+
+
+def xcom_run_ids(airflow: Any, dag_id: str, run_id: str, task_id: str) -> dict[int, str]:
+    """``{map_index: the Noxus run id it pushed}``."""
+    entries = airflow.xcom_entries(dag_id, run_id, task_id)
+    return {int(entry["map_index"]): str(entry["value"]) for entry in entries if entry["key"] == "run_id"}
+
+
+def test_a_task_killed_while_its_create_answer_is_held_gets_that_run_on_retry(
+    airflow: Any, emulator: Any
+) -> None:
+    import psutil
+
+    slow = emulator.control.workflow_id("slow")
+    created_before = runs_created(emulator, slow)
+    # The server makes the run, then holds the answer 20 s: the task process is killed meanwhile.
+    emulator.control.add_fault("create_run", "lose_answer", mode="timeout", seconds=20)
+    run_id = airflow.trigger_dag("e2e_lost_create")
+    wait_until(lambda: runs_created(emulator, slow) > created_before, 120, "the run to be created")
+    port = int(emulator.url.rsplit(":", 1)[1])
+
+    def task_process() -> psutil.Process | None:
+        for connection in psutil.net_connections(kind="tcp"):
+            to_emulator = connection.raddr and connection.raddr.port == port
+            if to_emulator and connection.pid not in (None, os.getpid()):
+                return psutil.Process(connection.pid)
+        return None
+
+    process = wait_until(task_process, 20, "the task process holding the create request")
+    process.kill()  # SIGKILL: no on_kill, no answer, nothing but the record in task_state_store
+
+    assert airflow.wait_for_dag_run("e2e_lost_create", run_id, timeout=180) == "success"
+    ti = task_instance(airflow, "e2e_lost_create", run_id, "lost_answer")
+    assert ti["try_number"] == 2, "the retry, not the killed try, delivered the output"
+    assert runs_created(emulator, slow) - created_before == 1
+    assert emulator.control.counters()["stops_total"] == 0
+
+
 def trigger_kwargs(db_path: Path) -> list[str]:
     with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)) as conn:
         return [str(row[0]) for row in conn.execute("SELECT kwargs FROM trigger")]
@@ -198,7 +255,9 @@ def trigger_kwargs(db_path: Path) -> list[str]:
 
 def test_marking_a_deferred_task_failed_stops_its_run(airflow: Any, emulator: Any) -> None:
     def status_reads() -> int:
-        return sum(emulator.control.counters()["requests"].get("get_run_status", {}).values())
+        """Status reads of any kind: the shared watcher's list pages and per-run reads."""
+        requests = emulator.control.counters()["requests"]
+        return sum(sum(requests.get(endpoint, {}).values()) for endpoint in ("list_runs", "get_run_status"))
 
     reads_before = status_reads()
     run_id = airflow.trigger_dag("e2e_mark_failed")
@@ -272,7 +331,8 @@ def test_no_secret_in_logs_database_xcom_or_rendered_fields(
     ]
     assert hits == []
 
-    for dag_id in ("e2e_fan_out", "e2e_mark_failed", "e2e_execution_timeout", "e2e_wrong_key"):
+    dag_ids = ("e2e_fan_out", "e2e_mark_failed", "e2e_execution_timeout", "e2e_lost_create", "e2e_wrong_key")
+    for dag_id in dag_ids:
         for run in airflow.api("GET", f"/api/v2/dags/{dag_id}/dagRuns")["dag_runs"]:
             for ti in airflow.task_instances(dag_id, run["dag_run_id"]):
                 text = repr(ti["rendered_fields"]) + repr(

@@ -399,6 +399,11 @@ class AirflowDeployment:
             path += f"/{map_index}"
         return self.api("PATCH", path, {"new_state": state})
 
+    def clear_task_instances(self, dag_id: str, run_id: str, task_ids: list[Any]) -> Any:
+        """Clear task instances the way the UI does (``task_ids``: ids or ``[task_id, map_index]``)."""
+        body = {"dag_run_id": run_id, "task_ids": task_ids, "dry_run": False, "only_failed": False}
+        return self.api("POST", f"/api/v2/dags/{_quote(dag_id)}/clearTaskInstances", body)
+
     def xcom_entries(self, dag_id: str, run_id: str, task_id: str) -> list[dict[str, Any]]:
         """XCom entries of one task (every map index), values included."""
         found: list[dict[str, Any]] = []

@@ -2,6 +2,8 @@
 
 - ``e2e_mark_failed``: a long run; the test marks the deferred task failed through the REST API.
 - ``e2e_execution_timeout``: a run longer than the task's ``execution_timeout``.
+- ``e2e_lost_create``: the task process is SIGKILLed while the server holds its create's answer; the
+  retry must find that run instead of creating a second one.
 - ``e2e_wrong_key``: a connection whose API key the server refuses (retries on, to show none is spent).
 """
 
@@ -29,6 +31,14 @@ CASES: dict[str, dict[str, Any]] = {
         "wait_strategy": "stream",
         "execution_timeout": timedelta(seconds=10),
         "retries": 0,
+    },
+    "e2e_lost_create": {
+        "task_id": "lost_answer",
+        "inputs": {"seconds": 8},
+        "wait_strategy": "poll",
+        "poll_interval": 1.0,
+        "retries": 1,
+        "retry_delay": timedelta(seconds=2),
     },
     "e2e_wrong_key": {
         "task_id": "refused",
