@@ -13,6 +13,7 @@ from support.hostile_server import Conn, Request
 
 from airflow_provider_noxus.exceptions import NoxusConfigurationError, NoxusProtocolError
 from airflow_provider_noxus.protocol import MAX_SSE_EVENT_CHARS
+from airflow_provider_noxus.wait import WaitOptions
 
 
 def answering(request: Request, conn: Conn) -> None:
@@ -186,3 +187,54 @@ def test_the_page_size_is_sent_under_both_names(serve: Any, connect: Any, api_fo
     server = serve(lambda request, conn: conn.reply(200, {"items": [], "total": 0, "page": 2, "size": 10}))
     api_for(connect(server.url))("list_runs", "wf-1", page=2, size=10)
     assert server.requests[0].query == {"page": ["2"], "size": ["10"], "page_size": ["10"]}
+
+
+# ---- answers missing what the provider needs -----------------------------------------------------
+
+
+def test_a_create_answered_without_an_id_is_looked_up_not_sent_again(
+    serve: Any, connect: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from support.noxus_tasks import FakeTaskInstance, make_context
+
+    from airflow_provider_noxus.exceptions import NoxusRunError
+    from airflow_provider_noxus.operators import noxus as operator_module
+    from airflow_provider_noxus.operators.noxus import NoxusRunOperator
+
+    def handler(request: Request, conn: Conn) -> None:
+        if request.method == "POST":
+            conn.reply(200, {"status": "queued"})  # a run was made, but which?
+        else:
+            conn.reply(200, {"items": [], "total": 0, "page": 1, "size": 100, "pages": 0})
+
+    server = serve(handler)
+    hook = connect(server.url)
+    monkeypatch.setattr(operator_module, "LOOKUP_DELAYS_S", (0.0, 0.0, 0.0))
+    task = NoxusRunOperator(
+        task_id="t", workflow_id="wf-1", inputs={"q": 1}, noxus_conn_id=hook.noxus_conn_id
+    )
+    with pytest.raises(NoxusRunError, match="no run made by it was found") as raised:
+        task.execute(make_context(FakeTaskInstance()))
+    assert "without a run id" in str(raised.value.__cause__)
+    assert [request.method for request in server.requests].count("POST") == 1
+    lookups = [request.path for request in server.requests if request.method == "GET"]
+    assert lookups == ["/v1/workflows/wf-1/runs"] * 3
+
+
+@pytest.mark.parametrize("answer", [{"id": "run-1"}, {"id": "run-1", "status": None}])
+def test_a_status_read_without_a_status_is_waited_through_with_one_warning(
+    serve: Any, connect: Any, answer: dict[str, Any], caplog: pytest.LogCaptureFixture, capsys: Any
+) -> None:
+    answers = iter([answer, answer, answer])
+
+    def handler(request: Request, conn: Conn) -> None:
+        conn.reply(200, next(answers, run_body("completed")))
+
+    server = serve(handler)
+    hook = connect(server.url)
+    with caplog.at_level("WARNING"):
+        outcome = hook.wait("wf-1", "run-1", WaitOptions(strategy="poll", poll_interval=0.05), timeout=20)
+    assert outcome.status == "success"
+    # Airflow 2 writes each record to logging and to stdout: count in each place, not in both.
+    stdout = capsys.readouterr().out
+    assert max(caplog.text.count("without a status"), stdout.count("without a status")) == 1
