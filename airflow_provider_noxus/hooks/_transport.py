@@ -25,8 +25,7 @@ import ssl
 import threading
 import time
 import urllib.request
-import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -40,6 +39,7 @@ import yarl
 from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception
 
 from airflow_provider_noxus import protocol
+from airflow_provider_noxus._loop_shared import LoopShared
 from airflow_provider_noxus.connection import NoxusConnectionSettings
 from airflow_provider_noxus.exceptions import (
     NoxusError,
@@ -652,7 +652,6 @@ class SharedPool:
     streams: aiohttp.ClientSession
     proxy: str | None = None
     proxy_auth: aiohttp.BasicAuth | None = None
-    users: int = 0
 
     @property
     def closed(self) -> bool:
@@ -662,85 +661,56 @@ class SharedPool:
         await asyncio.gather(self.api.close(), self.streams.close())
 
 
-class SharedSessions:
-    """Reference-counted :class:`SharedPool` objects, one per (loop, base URL, TLS setting).
+def _new_session(verify_ssl: bool, limit: int) -> aiohttp.ClientSession:
+    """A session whose connector holds at most ``limit`` connections (0: no limit)."""
+    connector = aiohttp.TCPConnector(
+        limit=limit,
+        limit_per_host=limit,
+        keepalive_timeout=KEEPALIVE_S,
+        ssl=default_ssl_context() if verify_ssl else False,
+    )
+    session = aiohttp.ClientSession(
+        connector=connector,
+        headers={"User-Agent": protocol.USER_AGENT, "Accept": "application/json"},
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S),
+        # The pool is shared by every key of this base URL: a cookie set for one must never be
+        # sent with another (and the API, key-authenticated, needs none).
+        cookie_jar=aiohttp.DummyCookieJar(),
+    )
+    # aiohttp >= 3.10 silently resends an idempotent request once after a reset; our retry
+    # policy is the only one, as on the sync path (same attempts, waits and budget).
+    if hasattr(session, "_retry_connection"):
+        session._retry_connection = False
+    return session
 
-    The first user of a key creates the pool, the last one closes it. Loops are held weakly,
-    so a loop that is gone takes its table with it.
-    """
+
+def _new_pool(key: tuple[str, bool]) -> SharedPool:
+    base_url, verify_ssl = key
+    proxy, proxy_auth = env_proxy(base_url)
+    return SharedPool(
+        api=_new_session(verify_ssl, POOL_LIMIT_PER_HOST),
+        streams=_new_session(verify_ssl, 0),
+        proxy=proxy,
+        proxy_auth=proxy_auth,
+    )
+
+
+class SharedSessions:
+    """:class:`SharedPool` objects, one per (loop, base URL, TLS setting): the first user of a key
+    creates the pool, the last one closes it."""
 
     def __init__(self) -> None:
-        self._by_loop: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, dict[tuple[str, bool], SharedPool]
-        ] = weakref.WeakKeyDictionary()
-        self._lock = threading.Lock()
-        self._closing: set[asyncio.Future[None]] = set()
-
-    @staticmethod
-    def _new_session(verify_ssl: bool, limit: int) -> aiohttp.ClientSession:
-        """A session whose connector holds at most ``limit`` connections (0: no limit)."""
-        connector = aiohttp.TCPConnector(
-            limit=limit,
-            limit_per_host=limit,
-            keepalive_timeout=KEEPALIVE_S,
-            ssl=default_ssl_context() if verify_ssl else False,
+        self._pools: LoopShared[tuple[str, bool], SharedPool] = LoopShared(
+            _new_pool, SharedPool.close, usable=lambda pool: not pool.closed
         )
-        session = aiohttp.ClientSession(
-            connector=connector,
-            headers={"User-Agent": protocol.USER_AGENT, "Accept": "application/json"},
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S),
-            # The pool is shared by every key of this base URL: a cookie set for one must never be
-            # sent with another (and the API, key-authenticated, needs none).
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
-        # aiohttp >= 3.10 silently resends an idempotent request once after a reset; our retry
-        # policy is the only one, as on the sync path (same attempts, waits and budget).
-        if hasattr(session, "_retry_connection"):
-            session._retry_connection = False
-        return session
 
     def pools(self) -> dict[tuple[str, bool], SharedPool]:
         """The open shared pools of the running loop, by (base URL, TLS setting)."""
-        with self._lock:
-            return dict(self._by_loop.get(asyncio.get_running_loop(), {}))
+        return self._pools.values()
 
-    @contextlib.asynccontextmanager
-    async def use(self, base_url: str, verify_ssl: bool) -> AsyncIterator[SharedPool]:
-        """Take a reference on the shared pool for the key; release it on every exit path."""
-        loop = asyncio.get_running_loop()
-        key = (base_url, verify_ssl)
-        with self._lock:
-            table = self._by_loop.setdefault(loop, {})
-            entry = table.get(key)
-            if entry is None or entry.closed:
-                proxy, proxy_auth = env_proxy(base_url)
-                entry = table[key] = SharedPool(
-                    api=self._new_session(verify_ssl, POOL_LIMIT_PER_HOST),
-                    streams=self._new_session(verify_ssl, 0),
-                    proxy=proxy,
-                    proxy_auth=proxy_auth,
-                )
-            entry.users += 1
-        try:
-            yield entry
-        finally:
-            await self._release(loop, key, entry)
-
-    async def _release(
-        self, loop: asyncio.AbstractEventLoop, key: tuple[str, bool], entry: SharedPool
-    ) -> None:
-        with self._lock:
-            entry.users -= 1
-            if entry.users > 0:
-                return
-            table = self._by_loop.get(loop, {})
-            if table.get(key) is entry:
-                del table[key]
-        # Shielded: a cancelled last user still closes the session (the task is kept referenced).
-        closing = asyncio.ensure_future(entry.close())
-        self._closing.add(closing)
-        closing.add_done_callback(self._closing.discard)
-        await asyncio.shield(closing)
+    def use(self, base_url: str, verify_ssl: bool) -> contextlib.AbstractAsyncContextManager[SharedPool]:
+        """Take a reference on the shared pool for the key; released on every exit path."""
+        return self._pools.use((base_url, verify_ssl))
 
 
 SHARED_SESSIONS = SharedSessions()

@@ -21,11 +21,11 @@ import asyncio
 import contextlib
 import logging
 import math
-import weakref
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from airflow_provider_noxus._loop_shared import LoopShared
 from airflow_provider_noxus.connection import NoxusConnectionSettings
 from airflow_provider_noxus.exceptions import NoxusAuthError, NoxusError, NoxusProtocolError
 from airflow_provider_noxus.hooks.noxus import SINGLE_ATTEMPT, NoxusAsyncClient, open_async_client
@@ -77,7 +77,6 @@ class StatusWatcher:
     def __init__(self, settings: NoxusConnectionSettings, workflow_id: str) -> None:
         self.settings = settings
         self.workflow_id = workflow_id
-        self.users = 0
         #: Request counts, for benchmarks and logs: list pages and per-run reads.
         self.pages_read = 0
         self.runs_read = 0
@@ -280,42 +279,28 @@ class StatusWatcher:
         return [reader for reader in readers if not reader.answer.done()]
 
 
+def _started_watcher(key: tuple[NoxusConnectionSettings, str]) -> StatusWatcher:
+    watcher = StatusWatcher(*key)
+    watcher.start()
+    return watcher
+
+
 class StatusWatchers:
     """The watchers of this process, one per (event loop, connection, workflow)."""
 
-    _by_loop: weakref.WeakKeyDictionary[
-        asyncio.AbstractEventLoop, dict[tuple[NoxusConnectionSettings, str], StatusWatcher]
-    ] = weakref.WeakKeyDictionary()
-    _closing: set[asyncio.Task[None]] = set()
+    _watchers: LoopShared[tuple[NoxusConnectionSettings, str], StatusWatcher] = LoopShared(
+        _started_watcher, StatusWatcher.close
+    )
 
     @classmethod
-    @contextlib.asynccontextmanager
-    async def join(
+    def join(
         cls, settings: NoxusConnectionSettings, workflow_id: str
-    ) -> AsyncIterator[StatusWatcher]:
+    ) -> contextlib.AbstractAsyncContextManager[StatusWatcher]:
         """The watcher of ``workflow_id`` on this connection, made by its first user and ended by its
         last, on every exit (cancellation included)."""
-        table = cls._by_loop.setdefault(asyncio.get_running_loop(), {})
-        key = (settings, workflow_id)
-        watcher = table.get(key)
-        if watcher is None:
-            watcher = table[key] = StatusWatcher(settings, workflow_id)
-            watcher.start()
-        watcher.users += 1
-        try:
-            yield watcher
-        finally:
-            watcher.users -= 1
-            if watcher.users == 0:
-                if table.get(key) is watcher:
-                    del table[key]
-                # Shielded: a cancelled last user still ends the watcher (the task is kept referenced).
-                closing = asyncio.ensure_future(watcher.close())
-                cls._closing.add(closing)
-                closing.add_done_callback(cls._closing.discard)
-                await asyncio.shield(closing)
+        return cls._watchers.use((settings, workflow_id))
 
     @classmethod
     def active(cls) -> list[StatusWatcher]:
         """The watchers of the running event loop."""
-        return list(cls._by_loop.get(asyncio.get_running_loop(), {}).values())
+        return list(cls._watchers.values().values())

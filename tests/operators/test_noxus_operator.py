@@ -16,6 +16,7 @@ from support.noxus_tasks import (
     run_task,
     use_fast_connection,
 )
+from support.noxus_tasks import make_operator as operator
 
 from airflow_provider_noxus._compat import AIRFLOW_V_3_3_PLUS, AirflowFailException
 from airflow_provider_noxus.exceptions import (
@@ -42,19 +43,6 @@ MODES = [
 MODE_IDS = [f"{'deferred' if d else 'blocking'}-{s}" for d, s in MODES]
 
 
-@pytest.fixture
-def emu(noxus_emulator: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    use_fast_connection(monkeypatch, noxus_emulator)
-    return noxus_emulator
-
-
-def operator(
-    emu: Any, workflow: str, inputs: dict[str, Any] | None = None, **kwargs: Any
-) -> NoxusRunOperator:
-    kwargs.setdefault("poll_interval", 0.05)
-    return NoxusRunOperator(
-        task_id=f"run_{workflow}", workflow_id=emu.control.workflow_id(workflow), inputs=inputs, **kwargs
-    )
 
 
 def counters(emu: Any) -> dict[str, Any]:

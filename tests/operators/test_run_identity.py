@@ -20,28 +20,15 @@ from support.noxus_tasks import (
     run_task,
     use_fast_connection,
 )
+from support.noxus_tasks import make_operator as operator
 
 from airflow_provider_noxus._compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_V_3_3_PLUS, AirflowException
 from airflow_provider_noxus.exceptions import NoxusRunError
-from airflow_provider_noxus.operators.noxus import NoxusRunOperator
 from airflow_provider_noxus.run_identity import RUN_RECORD_KEY
 
 needs_store = pytest.mark.skipif(not AIRFLOW_V_3_3_PLUS, reason="task_state_store exists from Airflow 3.3")
 
 
-@pytest.fixture
-def emu(noxus_emulator: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    use_fast_connection(monkeypatch, noxus_emulator)
-    return noxus_emulator
-
-
-def operator(
-    emu: Any, workflow: str, inputs: dict[str, Any] | None = None, **kwargs: Any
-) -> NoxusRunOperator:
-    kwargs.setdefault("poll_interval", 0.05)
-    return NoxusRunOperator(
-        task_id="run", workflow_id=emu.control.workflow_id(workflow), inputs=inputs, **kwargs
-    )
 
 
 def created(emu: Any) -> int:

@@ -94,3 +94,13 @@ def defer_only(task: Any, context: dict[str, Any]) -> TaskDeferred:
     with pytest.raises(TaskDeferred) as raised:
         task.execute(context)
     return raised.value
+
+
+def make_operator(emu: Any, workflow: str, inputs: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+    """A NoxusRunOperator on one of the emulator's workflows, polling every 0.05 s."""
+    from airflow_provider_noxus.operators.noxus import NoxusRunOperator
+
+    kwargs.setdefault("poll_interval", 0.05)
+    return NoxusRunOperator(
+        task_id=f"run_{workflow}", workflow_id=emu.control.workflow_id(workflow), inputs=inputs, **kwargs
+    )
