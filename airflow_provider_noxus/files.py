@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from airflow_provider_noxus.exceptions import NoxusFileInputError, NoxusPayloadTooLargeError
-from airflow_provider_noxus.protocol import MAX_FILE_BYTES
+from airflow_provider_noxus.protocol import MAX_FILE_BYTES, SPOT_SCHEME, spot_file_id
 
 if TYPE_CHECKING:
     from airflow_provider_noxus.hooks.noxus import NoxusHook
@@ -129,7 +129,7 @@ class NoxusFile:
             return tail or "file"
         if self.kind == "path":
             return Path(str(self.source)).name
-        return str(self.source).removeprefix("spot://")
+        return spot_file_id(str(self.source))
 
 
 def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
@@ -263,10 +263,10 @@ def file_to_input(
             check_public_url(url, input_name=input_name)
         return {"uri": url, "name": name}
     if file.kind == "spot":
-        file_id = str(file.source).strip().removeprefix("spot://")
+        file_id = spot_file_id(str(file.source))
         if not file_id:
             raise NoxusFileInputError(f"File input {input_name!r}: the spot:// file id is empty.")
-        return {"uri": f"spot://{file_id}", "name": name}
+        return {"uri": SPOT_SCHEME + file_id, "name": name}
     content_type = file.content_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
     upload_source: bytes | Path
     if isinstance(file.source, bytes):

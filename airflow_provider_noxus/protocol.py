@@ -317,9 +317,18 @@ def upload_file_request() -> ApiRequest:
     return ApiRequest("POST", "/v1/file", timeout=300.0)
 
 
+#: Scheme of the URI of a file stored in Noxus (``POST /v1/file`` answers it; run inputs take it).
+SPOT_SCHEME = "spot://"
+
+
+def spot_file_id(uri_or_id: str) -> str:
+    """The file id of ``spot://<id>``, or of a bare id (surrounding spaces dropped)."""
+    return str(uri_or_id).strip().removeprefix(SPOT_SCHEME)
+
+
 def download_file_request(file_id: str) -> ApiRequest:
-    file_id = file_id.removeprefix("spot://")
-    return ApiRequest("GET", f"/v1/file/{_seg(file_id)}", timeout=300.0)
+    """The bytes of a stored file; takes ``spot://<id>`` or ``<id>``."""
+    return ApiRequest("GET", f"/v1/file/{_seg(spot_file_id(file_id))}", timeout=300.0)
 
 
 def me_request() -> ApiRequest:

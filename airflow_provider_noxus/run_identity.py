@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_provider_noxus.files import NoxusFile
+from airflow_provider_noxus.protocol import SPOT_SCHEME, spot_file_id
 
 #: ``task_state_store`` key of the :class:`RunRecord`.
 RUN_RECORD_KEY = "noxus_run"
@@ -65,8 +66,10 @@ def _content_sha256(file: NoxusFile) -> str | None:
 
 def _file_reference(file: NoxusFile) -> dict[str, Any]:
     """What a file input refers to, stable across tries (an upload gets a new ``spot://`` id each time)."""
-    if file.kind in ("url", "spot"):
+    if file.kind == "url":
         reference = str(file.source)
+    elif file.kind == "spot":
+        reference = SPOT_SCHEME + spot_file_id(str(file.source))
     else:
         sha256 = _content_sha256(file)
         reference = f"sha256:{sha256}" if sha256 else f"path:{file.source!s}"
