@@ -18,14 +18,19 @@ Airflow 3 builds the connection form from the provider info's ``conn-fields``
 
 from __future__ import annotations
 
+import asyncio
 import math
+import os
 import re
+import time
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from airflow_provider_noxus import protocol
+from airflow_provider_noxus._compat import aget_connection, amask_secret
 from airflow_provider_noxus.exceptions import NoxusConfigurationError
 
 if TYPE_CHECKING:
@@ -208,6 +213,66 @@ def settings_from_connection(
 
 
 # --------------------------------------------------------------------------------------------
+# Reading it from async code, once per process and minute
+# --------------------------------------------------------------------------------------------
+
+#: Seconds a connection read by an async client is reused by later ones in this process.
+CONNECTION_CACHE_TTL_S = 60.0
+
+#: (connection id, retry policy override, hash of its AIRFLOW_CONN_* variable).
+_CacheKey = tuple[str, protocol.RetryPolicy | None, int]
+
+
+class AsyncConnectionCache:
+    """Noxus connections read by the async clients of this process, kept :data:`CONNECTION_CACHE_TTL_S`.
+
+    A triggerer that starts thousands of triggers (a fan-out) reads each connection once instead of
+    once per trigger, through the secrets backend; concurrent first reads wait for one read. The cost:
+    a connection changed in the metadata database or a secrets backend (a rotated key) reaches new
+    triggers after at most the TTL; an entry whose key was refused is dropped at once (:meth:`forget`).
+    A connection given as an ``AIRFLOW_CONN_*`` environment variable is cached by its value, so a
+    change there counts at once.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[_CacheKey, tuple[float, NoxusConnectionSettings]] = {}
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    async def read(self, conn_id: str, retry_policy: protocol.RetryPolicy | None) -> NoxusConnectionSettings:
+        """The checked settings of ``conn_id``, from the cache or read now (the key registered with the
+        secrets masker)."""
+        from_environment = os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}")
+        key: _CacheKey = (conn_id, retry_policy, hash(from_environment))
+        cached = self._fresh(key)
+        if cached is not None:
+            return cached
+        locks = self._locks.setdefault(asyncio.get_running_loop(), {})
+        async with locks.setdefault(conn_id, asyncio.Lock()):
+            cached = self._fresh(key)
+            if cached is not None:
+                return cached
+            conn = await aget_connection(conn_id)
+            settings = settings_from_connection(conn, retry_policy=retry_policy)
+            await amask_secret(settings.api_key)
+            self._entries[key] = (time.monotonic() + CONNECTION_CACHE_TTL_S, settings)
+            return settings
+
+    def forget(self, conn_id: str | None = None) -> None:
+        """Drop ``conn_id`` (None: every connection): the next client reads it again."""
+        for key in [key for key in self._entries if conn_id in (None, key[0])]:
+            del self._entries[key]
+
+    def _fresh(self, key: _CacheKey) -> NoxusConnectionSettings | None:
+        entry = self._entries.get(key)
+        return entry[1] if entry is not None and entry[0] > time.monotonic() else None
+
+
+CONNECTION_CACHE = AsyncConnectionCache()
+
+
+# --------------------------------------------------------------------------------------------
 # The form (Airflow 2; Airflow 3 reads conn-fields from get_provider_info)
 # --------------------------------------------------------------------------------------------
 
@@ -268,7 +333,9 @@ def ui_field_behaviour() -> dict[str, Any]:
 
 
 __all__ = [
+    "CONNECTION_CACHE",
     "CONNECTION_TYPE",
+    "AsyncConnectionCache",
     "NoxusConnectionSettings",
     "connection_form_widgets",
     "settings_from_connection",

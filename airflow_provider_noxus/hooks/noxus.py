@@ -10,14 +10,14 @@ import contextlib
 import mimetypes
 import os
 import time
-import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator, Mapping
 from functools import cached_property
 from typing import Any, Literal
 
 from airflow_provider_noxus import protocol
-from airflow_provider_noxus._compat import BaseHook, aget_connection, amask_secret, mask_secret
+from airflow_provider_noxus._compat import BaseHook, mask_secret
 from airflow_provider_noxus.connection import (
+    CONNECTION_CACHE,
     CONNECTION_TYPE,
     NoxusConnectionSettings,
     connection_form_widgets,
@@ -53,8 +53,6 @@ from airflow_provider_noxus.wait import (
 )
 
 WaitStrategy = Literal["auto", "stream", "poll"]
-#: Seconds a connection read by an async client is reused by later ones in this process.
-CONNECTION_CACHE_TTL_S = 60.0
 #: Status reads of a wait are sent once each: the wait backs off and tries again itself.
 SINGLE_ATTEMPT = protocol.RetryPolicy(max_attempts=1)
 #: The frames of one chunk of an event stream (none for a keep-alive).
@@ -396,7 +394,8 @@ class NoxusHook(BaseHook):
     @contextlib.asynccontextmanager
     async def async_client(self) -> AsyncIterator[NoxusAsyncClient]:
         """``async with hook.async_client() as client:``: the connection read without blocking (and
-        reused by this process for :data:`CONNECTION_CACHE_TTL_S`), and a reference on the aiohttp
+        reused by this process for a minute, see :class:`~.connection.AsyncConnectionCache`), and a
+        reference on the aiohttp
         sessions shared per (event loop, base URL, TLS setting), released on every exit.
         """
         settings = await CONNECTION_CACHE.read(self.noxus_conn_id, self._retry_policy)
@@ -413,57 +412,6 @@ async def open_async_client(
         yield NoxusAsyncClient(AsyncTransport(settings, pool, sleep=sleep))
 
 
-#: (connection id, retry policy override, hash of its AIRFLOW_CONN_* variable).
-_CacheKey = tuple[str, protocol.RetryPolicy | None, int]
-
-
-class AsyncConnectionCache:
-    """Noxus connections read by the async clients of this process, kept :data:`CONNECTION_CACHE_TTL_S`.
-
-    A triggerer that starts thousands of triggers (a fan-out) reads each connection once instead of
-    once per trigger, through the secrets backend; concurrent first reads wait for one read. The cost:
-    a connection changed in the metadata database or a secrets backend (a rotated key) reaches new
-    triggers after at most the TTL; an entry whose key was refused is dropped at once (:meth:`forget`).
-    A connection given as an ``AIRFLOW_CONN_*`` environment variable is cached by its value, so a
-    change there counts at once.
-    """
-
-    def __init__(self) -> None:
-        self._entries: dict[_CacheKey, tuple[float, NoxusConnectionSettings]] = {}
-        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
-            weakref.WeakKeyDictionary()
-        )
-
-    async def read(self, conn_id: str, retry_policy: protocol.RetryPolicy | None) -> NoxusConnectionSettings:
-        """The checked settings of ``conn_id``, from the cache or read now (the key registered with the
-        secrets masker)."""
-        from_environment = os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}")
-        key: _CacheKey = (conn_id, retry_policy, hash(from_environment))
-        cached = self._fresh(key)
-        if cached is not None:
-            return cached
-        locks = self._locks.setdefault(asyncio.get_running_loop(), {})
-        async with locks.setdefault(conn_id, asyncio.Lock()):
-            cached = self._fresh(key)
-            if cached is not None:
-                return cached
-            conn = await aget_connection(conn_id)
-            settings = settings_from_connection(conn, retry_policy=retry_policy)
-            await amask_secret(settings.api_key)
-            self._entries[key] = (time.monotonic() + CONNECTION_CACHE_TTL_S, settings)
-            return settings
-
-    def forget(self, conn_id: str | None = None) -> None:
-        """Drop ``conn_id`` (None: every connection): the next client reads it again."""
-        for key in [key for key in self._entries if conn_id in (None, key[0])]:
-            del self._entries[key]
-
-    def _fresh(self, key: _CacheKey) -> NoxusConnectionSettings | None:
-        entry = self._entries.get(key)
-        return entry[1] if entry is not None and entry[0] > time.monotonic() else None
-
-
-CONNECTION_CACHE = AsyncConnectionCache()
 
 
 class NoxusAsyncClient:
@@ -661,4 +609,4 @@ class _AsyncWaitIO:
             await stream.aclose()
 
 
-__all__ = ["CONNECTION_CACHE", "NoxusAsyncClient", "NoxusHook", "open_async_client"]
+__all__ = ["NoxusAsyncClient", "NoxusHook", "open_async_client"]

@@ -15,8 +15,9 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 from airflow_provider_noxus._compat import AirflowNotFoundException, BaseTrigger, TriggerEvent
+from airflow_provider_noxus.connection import CONNECTION_CACHE
 from airflow_provider_noxus.exceptions import NoxusAuthError, NoxusError
-from airflow_provider_noxus.hooks.noxus import CONNECTION_CACHE, NoxusAsyncClient, NoxusHook, StatusReader
+from airflow_provider_noxus.hooks.noxus import NoxusAsyncClient, NoxusHook, StatusReader
 from airflow_provider_noxus.protocol import check_id
 from airflow_provider_noxus.triggers.status_watcher import StatusWatcher, StatusWatchers
 from airflow_provider_noxus.wait import OUTCOME_ERROR, WaitOptions, WaitOutcome
