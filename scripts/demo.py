@@ -216,17 +216,19 @@ class DagProcess:
     timed_out: bool = False
 
 
-def start_dag(dag_id: str, env: dict[str, str], conf: dict[str, Any], home: Path, log_dir: Path) -> DagProcess:
+def start_dag(
+    dag_id: str, env: dict[str, str], conf: dict[str, Any], home: Path, log_dir: Path
+) -> DagProcess:
     """Start ``airflow dags test`` of one DAG on a fresh copy of the migrated DB; output in its log."""
     db = home / "runs" / f"{dag_id}.db"
     db.parent.mkdir(exist_ok=True)
     copy_db(home / "airflow.db", db)
     dag_env = {**env, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{db}"}
+    # -f: parse only this DAG's file (each example file is named after its DAG)
+    command = [sys.executable, "-m", "airflow", "dags", "test", dag_id, "-f", str(EXAMPLES / f"{dag_id}.py")]
     with (log_dir / f"{dag_id}.log").open("wb") as log:
         process = subprocess.Popen(
-            # -f: parse only this DAG's file (each example file is named after its DAG)
-            [sys.executable, "-m", "airflow", "dags", "test", dag_id, "-f", str(EXAMPLES / f"{dag_id}.py")]
-            + ["-c", json.dumps(conf)],
+            [*command, "-c", json.dumps(conf)],
             env=dag_env,
             stdout=log,
             stderr=subprocess.STDOUT,
