@@ -88,3 +88,9 @@ class NoxusRunSensor(NoxusRunWaitMixin, BaseSensorOperator):
         return PokeReturnValue(
             is_done=True, xcom_value=self.finish(self.hook.get_run(self.workflow_id, self.run_id))
         )
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """The run waited for, for OpenLineage (see :mod:`airflow_provider_noxus.openlineage`)."""
+        from airflow_provider_noxus.openlineage import noxus_run_lineage
+
+        return noxus_run_lineage(self, run_id=self.run_id)
