@@ -6,10 +6,11 @@ Called by ``scripts/demo.sh`` (``make demo``) with the project's Airflow 3 virtu
    and a small loopback HTTP server that serves ``dags_examples/data/`` and receives webhooks;
 2. ``airflow db migrate`` once in an ``AIRFLOW_HOME`` kept under ``~/.cache/airflow-provider-noxus``
    (a second run skips it);
-3. ``airflow dags test`` every example DAG at once, each in its own process with its own copy of that
-   migrated SQLite DB (one SQLite file takes one writer at a time; the copies never wait on each other).
-   Most of a ``dags test`` is Airflow starting up and the runs waiting on the emulator, so running them
-   side by side takes about as long as the slowest one instead of their sum. Output is kept in
+3. ``airflow dags test`` every example DAG at once (``scripts/demo_runner.py``: Airflow is imported
+   once, then one process is forked per DAG), each with its own copy of that migrated SQLite DB (one
+   SQLite file takes one writer at a time; the copies never wait on each other). Most of a ``dags
+   test`` is Airflow starting up and the runs waiting on the emulator, so running them side by side
+   takes about as long as the slowest one instead of their sum. Output is kept in
    ``<home>/demo-logs/<dag>.log``;
 4. read each run's state and its last result from its DB and print them, with the DAG part's wall time;
 5. stop both servers and every ``dags test`` on every exit path; exit 1 if any DAG failed.
@@ -22,6 +23,7 @@ import contextlib
 import http.server
 import json
 import os
+import select
 import signal
 import sqlite3
 import subprocess
@@ -37,6 +39,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "dags_examples"
+RUNNER = REPO / "scripts" / "demo_runner.py"
 DEMO_KEY = "noxus-demo-key"
 #: Longest ``airflow dags test`` of one example (the slowest takes about 40 s beside the others).
 DAG_TIMEOUT_S = 240
@@ -204,38 +207,51 @@ def dag_conf(dag_id: str, files: LoopbackFiles) -> dict[str, Any]:
     return confs.get(dag_id, {})
 
 
-@dataclass
-class DagProcess:
-    """One ``airflow dags test`` running in its own process group, with its own metadata DB."""
+def run_dags(
+    dag_ids: list[str], env: dict[str, str], files: LoopbackFiles, home: Path, log_dir: Path
+) -> dict[str, tuple[float, bool]]:
+    """``airflow dags test`` every DAG side by side through ``scripts/demo_runner.py``.
 
-    dag_id: str
-    db: Path
-    process: subprocess.Popen[bytes]
-    started: float
-    seconds: float | None = None
-    timed_out: bool = False
-
-
-def start_dag(
-    dag_id: str, env: dict[str, str], conf: dict[str, Any], home: Path, log_dir: Path
-) -> DagProcess:
-    """Start ``airflow dags test`` of one DAG on a fresh copy of the migrated DB; output in its log."""
-    db = home / "runs" / f"{dag_id}.db"
-    db.parent.mkdir(exist_ok=True)
-    copy_db(home / "airflow.db", db)
-    dag_env = {**env, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{db}"}
-    # -f: parse only this DAG's file (each example file is named after its DAG)
-    command = [sys.executable, "-m", "airflow", "dags", "test", dag_id, "-f", str(EXAMPLES / f"{dag_id}.py")]
-    with (log_dir / f"{dag_id}.log").open("wb") as log:
+    Each DAG gets a fresh copy of the migrated DB (``<home>/runs/<dag>.db``) and its log.
+    :return: per DAG that ended, its wall time and whether it was stopped for taking too long.
+    """
+    jobs = []
+    for dag_id in dag_ids:
+        db = home / "runs" / f"{dag_id}.db"
+        db.parent.mkdir(exist_ok=True)
+        copy_db(home / "airflow.db", db)
+        # -f: parse only this DAG's file (each example file is named after its DAG)
+        argv = ["dags", "test", dag_id, "-f", str(EXAMPLES / f"{dag_id}.py")]
+        argv += ["-c", json.dumps(dag_conf(dag_id, files))]
+        jobs.append({"dag_id": dag_id, "db": str(db), "log": str(log_dir / f"{dag_id}.log"), "argv": argv})
+    ended: dict[str, tuple[float, bool]] = {}
+    with (log_dir / "runner.log").open("wb") as runner_log:
         process = subprocess.Popen(
-            [*command, "-c", json.dumps(conf)],
-            env=dag_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
+            [sys.executable, str(RUNNER), "--timeout", str(DAG_TIMEOUT_S)],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=runner_log,
             start_new_session=True,
         )
-    return DagProcess(dag_id, db, process, time.monotonic())
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        process.stdin.write(json.dumps(jobs).encode())
+        process.stdin.close()
+        deadline = time.monotonic() + DAG_TIMEOUT_S + 30
+        while len(ended) < len(jobs) and time.monotonic() < deadline:
+            readable, _, _ = select.select([process.stdout], [], [], 1.0)
+            if not readable:
+                continue
+            line = process.stdout.readline()
+            if not line:
+                break  # the runner ended
+            done = json.loads(line)
+            ended[done["dag_id"]] = (float(done["seconds"]), bool(done["timed_out"]))
+            print(f"  {done['dag_id']} done in {done['seconds']:.1f} s", flush=True)
+    finally:
+        stop_process_group(process)
+    return ended
 
 
 def copy_db(source: Path, target: Path) -> None:
@@ -247,20 +263,6 @@ def copy_db(source: Path, target: Path) -> None:
         contextlib.closing(sqlite3.connect(target)) as dst,
     ):
         src.backup(dst)
-
-
-def wait_all(runs: list[DagProcess], timeout_s: float) -> None:
-    """Wait until every process ended; one still running ``timeout_s`` after its start is killed."""
-    while pending := [run for run in runs if run.seconds is None]:
-        for run in pending:
-            elapsed = time.monotonic() - run.started
-            if run.process.poll() is not None:
-                run.seconds = elapsed
-                print(f"  {run.dag_id} done in {elapsed:.1f} s", flush=True)
-            elif elapsed > timeout_s:
-                stop_process_group(run.process)
-                run.seconds, run.timed_out = elapsed, True
-        time.sleep(0.2)
 
 
 def stop_process_group(process: subprocess.Popen[bytes]) -> None:
@@ -350,20 +352,14 @@ def main() -> int:
             flush=True,
         )
         dags_started = time.monotonic()
-        runs: list[DagProcess] = []
-        try:
-            for dag_id in dag_ids:
-                runs.append(start_dag(dag_id, env, dag_conf(dag_id, files), home, log_dir))
-            wait_all(runs, DAG_TIMEOUT_S)
-        finally:
-            for run in runs:
-                stop_process_group(run.process)
+        ended = run_dags(dag_ids, env, files, home, log_dir)
         dags_seconds = time.monotonic() - dags_started
-        for run in runs:
-            state, summary = last_run_result(run.db, run.dag_id)
-            if run.timed_out:
-                state, summary = "timed out", f"still {state} after {DAG_TIMEOUT_S} s"
-            results.append(DagResult(run.dag_id, state, run.seconds or 0.0, summary))
+        for dag_id in dag_ids:
+            seconds, timed_out = ended.get(dag_id, (dags_seconds, True))
+            state, summary = last_run_result(home / "runs" / f"{dag_id}.db", dag_id)
+            if timed_out:
+                state, summary = "timed out", f"still {state} after {seconds:.0f} s"
+            results.append(DagResult(dag_id, state, seconds, summary))
         webhooks = len(files.webhooks)
     print()
     print_table(results)
