@@ -13,13 +13,13 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+from support.loopback import serving
 
 pytest.importorskip("airflow.providers.openlineage", reason="apache-airflow-providers-openlineage is absent")
 
@@ -72,30 +72,26 @@ def test_file_datasets_name_urls_and_spot_files_without_secrets() -> None:
     ]
 
 
+class ReportHandler(http.server.BaseHTTPRequestHandler):
+    """Answers every GET with a small text file."""
+
+    def do_GET(self) -> None:
+        body = b"quarterly report"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
 @pytest.fixture(scope="module")
 def file_server() -> Iterator[str]:
-    """A loopback server that answers every GET with a small text file."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = b"quarterly report"
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            return
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    """A loopback server for the URL file input."""
+    with serving(ReportHandler) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
