@@ -355,8 +355,12 @@ def main() -> int:
         ended = run_dags(dag_ids, env, files, home, log_dir)
         dags_seconds = time.monotonic() - dags_started
         for dag_id in dag_ids:
-            seconds, timed_out = ended.get(dag_id, (dags_seconds, True))
             state, summary = last_run_result(home / "runs" / f"{dag_id}.db", dag_id)
+            if dag_id not in ended:
+                state, summary = "no result", f"its dags test never ended: see {log_dir / 'runner.log'}"
+                results.append(DagResult(dag_id, state, dags_seconds, summary))
+                continue
+            seconds, timed_out = ended[dag_id]
             if timed_out:
                 state, summary = "timed out", f"still {state} after {seconds:.0f} s"
             results.append(DagResult(dag_id, state, seconds, summary))
