@@ -6,9 +6,14 @@ Called by ``scripts/demo.sh`` (``make demo``) with the project's Airflow 3 virtu
    and a small loopback HTTP server that serves ``dags_examples/data/`` and receives webhooks;
 2. ``airflow db migrate`` once in an ``AIRFLOW_HOME`` kept under ``~/.cache/airflow-provider-noxus``
    (a second run skips it);
-3. ``airflow dags test`` each example DAG in turn (output kept in ``<home>/demo-logs/<dag>.log``);
-4. read each run's state and its last result from the metadata DB and print them;
-5. stop both servers on every exit path; exit 1 if any DAG failed.
+3. ``airflow dags test`` every example DAG at once (``scripts/demo_runner.py``: Airflow is imported
+   once, then one process is forked per DAG), each with its own copy of that migrated SQLite DB (one
+   SQLite file takes one writer at a time; the copies never wait on each other). Most of a ``dags
+   test`` is Airflow starting up and the runs waiting on the emulator, so running them side by side
+   takes about as long as the slowest one instead of their sum. Output is kept in
+   ``<home>/demo-logs/<dag>.log``;
+4. read each run's state and its last result from its DB and print them, with the DAG part's wall time;
+5. stop both servers and every ``dags test`` on every exit path; exit 1 if any DAG failed.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import contextlib
 import http.server
 import json
 import os
+import select
 import signal
 import sqlite3
 import subprocess
@@ -33,8 +39,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "dags_examples"
+RUNNER = REPO / "scripts" / "demo_runner.py"
 DEMO_KEY = "noxus-demo-key"
-#: Longest ``airflow dags test`` of one example (the slowest takes about 30 s).
+#: Longest ``airflow dags test`` of one example (the slowest takes about 40 s beside the others).
 DAG_TIMEOUT_S = 240
 DEFAULT_HOME = Path.home() / ".cache" / "airflow-provider-noxus" / "demo-home"
 
@@ -200,25 +207,76 @@ def dag_conf(dag_id: str, files: LoopbackFiles) -> dict[str, Any]:
     return confs.get(dag_id, {})
 
 
-def run_dag(dag_id: str, env: dict[str, str], conf: dict[str, Any], log_dir: Path) -> tuple[float, bool]:
-    """``airflow dags test`` one DAG; return its wall time and whether it ended in time.
+def run_dags(
+    dag_ids: list[str], env: dict[str, str], files: LoopbackFiles, home: Path, log_dir: Path
+) -> dict[str, tuple[float, bool]]:
+    """``airflow dags test`` every DAG side by side through ``scripts/demo_runner.py``.
 
-    Output goes to ``<log_dir>/<dag_id>.log``.
+    Each DAG gets a fresh copy of the migrated DB (``<home>/runs/<dag>.db``) and its log.
+    :return: per DAG that ended, its wall time and whether it was stopped for taking too long.
     """
-    started = time.monotonic()
-    with (log_dir / f"{dag_id}.log").open("wb") as log:
-        try:
-            subprocess.run(
-                [sys.executable, "-m", "airflow", "dags", "test", dag_id, "-c", json.dumps(conf)],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                check=False,
-                timeout=DAG_TIMEOUT_S,
-            )
-        except subprocess.TimeoutExpired:
-            return time.monotonic() - started, False
-    return time.monotonic() - started, True
+    jobs = []
+    for dag_id in dag_ids:
+        db = home / "runs" / f"{dag_id}.db"
+        db.parent.mkdir(exist_ok=True)
+        copy_db(home / "airflow.db", db)
+        # -f: parse only this DAG's file (each example file is named after its DAG)
+        argv = ["dags", "test", dag_id, "-f", str(EXAMPLES / f"{dag_id}.py")]
+        argv += ["-c", json.dumps(dag_conf(dag_id, files))]
+        jobs.append({"dag_id": dag_id, "db": str(db), "log": str(log_dir / f"{dag_id}.log"), "argv": argv})
+    ended: dict[str, tuple[float, bool]] = {}
+    with (log_dir / "runner.log").open("wb") as runner_log:
+        process = subprocess.Popen(
+            [sys.executable, str(RUNNER), "--timeout", str(DAG_TIMEOUT_S)],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=runner_log,
+            start_new_session=True,
+        )
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        process.stdin.write(json.dumps(jobs).encode())
+        process.stdin.close()
+        deadline = time.monotonic() + DAG_TIMEOUT_S + 30
+        while len(ended) < len(jobs) and time.monotonic() < deadline:
+            readable, _, _ = select.select([process.stdout], [], [], 1.0)
+            if not readable:
+                continue
+            line = process.stdout.readline()
+            if not line:
+                break  # the runner ended
+            done = json.loads(line)
+            ended[done["dag_id"]] = (float(done["seconds"]), bool(done["timed_out"]))
+            print(f"  {done['dag_id']} done in {done['seconds']:.1f} s", flush=True)
+    finally:
+        stop_process_group(process)
+    return ended
+
+
+def copy_db(source: Path, target: Path) -> None:
+    """A consistent copy of a SQLite DB (its write-ahead log included), replacing ``target``."""
+    for stale in (target, target.with_name(target.name + "-wal"), target.with_name(target.name + "-shm")):
+        stale.unlink(missing_ok=True)
+    with (
+        contextlib.closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True)) as src,
+        contextlib.closing(sqlite3.connect(target)) as dst,
+    ):
+        src.backup(dst)
+
+
+def stop_process_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process's group, SIGKILL it after 10 s; by its PID only."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def last_run_result(db: Path, dag_id: str) -> tuple[str, str]:
@@ -288,21 +346,32 @@ def main() -> int:
     with loopback_files(EXAMPLES / "data") as files, emulator(args.port, log_dir / "emulator.log") as url:
         env = airflow_env(home, url)
         migrate_once(home, env)
-        print(f"Emulator at {url} (key {DEMO_KEY}); running {len(dag_ids)} example DAGs, logs in {log_dir}")
+        print(
+            f"Emulator at {url} (key {DEMO_KEY}); running {len(dag_ids)} example DAGs side by side, "
+            f"logs in {log_dir}",
+            flush=True,
+        )
+        dags_started = time.monotonic()
+        ended = run_dags(dag_ids, env, files, home, log_dir)
+        dags_seconds = time.monotonic() - dags_started
         for dag_id in dag_ids:
-            print(f"  {dag_id} ...", flush=True)
-            seconds, finished = run_dag(dag_id, env, dag_conf(dag_id, files), log_dir)
-            state, summary = last_run_result(home / "airflow.db", dag_id)
-            if not finished:
-                state, summary = "timed out", f"still {state} after {DAG_TIMEOUT_S} s"
+            state, summary = last_run_result(home / "runs" / f"{dag_id}.db", dag_id)
+            if dag_id not in ended:
+                state, summary = "no result", f"its dags test never ended: see {log_dir / 'runner.log'}"
+                results.append(DagResult(dag_id, state, dags_seconds, summary))
+                continue
+            seconds, timed_out = ended[dag_id]
+            if timed_out:
+                state, summary = "timed out", f"still {state} after {seconds:.0f} s"
             results.append(DagResult(dag_id, state, seconds, summary))
         webhooks = len(files.webhooks)
     print()
     print_table(results)
     failed = [r.dag_id for r in results if r.state != "success"]
     print(
-        f"\n{len(results) - len(failed)}/{len(results)} DAGs succeeded in {time.monotonic() - total:.0f} s; "
-        f"{webhooks} webhook(s) received; logs in {log_dir}"
+        f"\n{len(results) - len(failed)}/{len(results)} DAGs succeeded; the DAGs took {dags_seconds:.1f} s "
+        f"(side by side), the demo {time.monotonic() - total:.1f} s in all; {webhooks} webhook(s) received; "
+        f"logs in {log_dir}"
     )
     if failed:
         print(f"FAILED: {', '.join(failed)} (see their logs)")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone on a fresh machine: `make test` (or `bash scripts/test.sh`).
 #
+# 0. the venvs' set-up run from two fresh clones in turn (scripts/check-two-clones.sh);
 # 1. lint and type checks (ruff, mypy) on Airflow 3.3.2;
 # 2. the suite on Airflow 3.3.2, end-to-end and browser tests included;
 # 3. the suite on Airflow 2.11.2 (no e2e or browser: those need Airflow 3's processes and UI);
@@ -18,6 +19,9 @@ step "virtualenvs"
 af3="$(bash scripts/venv.sh 3.3.2)" || exit 1
 af2="$(bash scripts/venv.sh 2.11.2)" || exit 1
 bash scripts/browser-deps.sh || failed+=("browser dependencies")
+
+step "set-up from two clones in turn"
+bash scripts/check-two-clones.sh 3.3.2 || failed+=("two clones")
 
 artifacts="$repo/artifacts"
 export NOXUS_E2E_LOG_DIR="${NOXUS_E2E_LOG_DIR:-$artifacts/e2e-logs}"

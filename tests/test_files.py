@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.loopback import serving
 from support.noxus_tasks import make_context, run_task, use_fast_connection
 
 from airflow_provider_noxus import files
@@ -41,14 +42,8 @@ def file_server(tmp_path: Path) -> Iterator[str]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/report.pdf"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Handler) as url:
+        yield f"{url}/report.pdf"
 
 
 def run_file_info(emu: Any, document: NoxusFile, **kwargs: Any) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from airflow_provider_noxus.emulator.files import (
     StoredFile,
     check_url,
 )
+from airflow_provider_noxus.emulator.nodes import NODE_CATALOGUE
 from airflow_provider_noxus.emulator.runs import EventLog, Run, RunEngine, parse_event_id
 from airflow_provider_noxus.emulator.webhooks import deliver_webhook
 from airflow_provider_noxus.emulator.workflows import (
@@ -47,24 +48,6 @@ DEMO_API_KEY = "noxus-demo-key"
 DEFAULT_ADMIN_TOKEN = "noxus-emulator-admin"
 ADMIN_HEADER = "X-Emulator-Admin-Token"
 CREATE_FIELDS_OPTIONAL_STR = ("callback_url", "workflow_version_id", "single_node_id", "group_id")
-NODE_CATALOGUE = [
-    {"type": "InputNode", "title": "Input", "category": "io", "inputs": [], "outputs": ["value"]},
-    {
-        "type": "TextGenerationNode",
-        "title": "Text generation",
-        "category": "ai",
-        "inputs": ["prompt"],
-        "outputs": ["text"],
-    },
-    {
-        "type": "HumanReviewNode",
-        "title": "Human review",
-        "category": "flow",
-        "inputs": ["value"],
-        "outputs": ["value"],
-    },
-    {"type": "OutputNode", "title": "Output", "category": "io", "inputs": ["value"], "outputs": []},
-]
 #: The page a proxy in front of the API (nginx) answers when the API's answer is lost.
 PROXY_502_PAGE = (
     "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
@@ -153,13 +136,16 @@ def query_bool(request: web.Request, name: str) -> bool:
 
 
 def page_params(request: web.Request) -> tuple[int, int]:
-    """``page`` (>= 1, default 1) and ``size`` (1..100, default 50), or a FastAPI-style 422."""
+    """``page`` (>= 1, default 1) and the page size (1..100, default 50), or a FastAPI-style 422.
+
+    The page size is ``size`` (the docs' name) or ``page_size`` (what the official client sends,
+    beside ``size``); both may be given if they agree.
+    """
     issues = []
-    values = []
-    for name, default, low, high in (("page", 1, 1, None), ("size", 50, 1, 100)):
+    values: dict[str, int] = {}
+    for name, low, high in (("page", 1, None), ("size", 1, 100), ("page_size", 1, 100)):
         text = request.query.get(name)
         if text is None:
-            values.append(default)
             continue
         try:
             value = int(text)
@@ -173,10 +159,14 @@ def page_params(request: web.Request) -> tuple[int, int]:
         elif high is not None and value > high:
             msg = f"Input should be less than or equal to {high}"
             issues.append(validation_issue(["query", name], msg, "less_than_equal", text))
-        values.append(value)
+        values[name] = value
+    sizes = {values[name] for name in ("size", "page_size") if name in values}
+    if len(sizes) > 1:
+        msg = f"size ({values['size']}) and page_size ({values['page_size']}) disagree: give one page size"
+        issues.append(validation_issue(["query", "page_size"], msg, "value_error", values["page_size"]))
     if issues:
         raise ValidationFailed(issues)
-    return values[0], values[1]
+    return values.get("page", 1), sizes.pop() if sizes else 50
 
 
 def page_envelope(items: list[Any], page: int, size: int) -> dict[str, Any]:
@@ -795,7 +785,7 @@ class Emulator:
         )
 
     async def nodes(self, request: web.Request) -> web.StreamResponse:
-        """``GET /v1/nodes``: a small node catalogue."""
+        """``GET /v1/nodes``: the node types of the emulator's workflows (see :mod:`.nodes`)."""
         return json_response(NODE_CATALOGUE)
 
     async def list_workflows(self, request: web.Request) -> web.StreamResponse:

@@ -45,6 +45,13 @@ from pathlib import Path
 from typing import Any
 
 from airflow_provider_noxus.emulator.errors import ValidationFailed, validation_issue
+from airflow_provider_noxus.emulator.nodes import (
+    INPUT_CONNECTOR,
+    INPUT_NODE,
+    OUTPUT_CONNECTOR,
+    OUTPUT_NODE,
+    PROCESS_NODE,
+)
 
 #: Namespace of the uuid5 ids derived for workflows, nodes, inputs and outputs.
 ID_NAMESPACE = uuid.UUID("5b0c5f43-7e3a-4d2b-9a61-0a9f6b1d2c70")
@@ -152,16 +159,63 @@ class Workflow:
         }
 
     def describe(self) -> dict[str, Any]:
-        """The workflow as read by ``GET /v1/workflows/{id}``: summary plus its definition."""
-        nodes = [
-            {"id": i.node_id, "type": "InputNode", "name": i.label, "kind": "input"} for i in self.inputs
+        """The workflow as read by ``GET /v1/workflows/{id}``: summary plus its definition.
+
+        Node types are those of the catalogue (:mod:`~airflow_provider_noxus.emulator.nodes`); each
+        edge goes from a node's output connector to the next node's input connector, in the official
+        client's edge shape.
+        """
+        inputs = [
+            {
+                "id": i.node_id,
+                "type": INPUT_NODE,
+                "name": i.label,
+                "kind": "input",
+                "node_config": {
+                    "label": i.label,
+                    "type": i.type,
+                    "required": i.required,
+                    "default": i.default,
+                },
+            }
+            for i in self.inputs
         ]
-        nodes += [{"id": n.id, "type": "ProcessNode", "name": n.name, "kind": n.kind} for n in self.nodes]
-        nodes += [
-            {"id": o.node_id, "type": "OutputNode", "name": o.label, "kind": "output"} for o in self.outputs
+        steps = [
+            {
+                "id": n.id,
+                "type": PROCESS_NODE,
+                "name": n.name,
+                "kind": n.kind,
+                "node_config": {"kind": n.kind, "seconds": n.seconds},
+            }
+            for n in self.nodes
         ]
-        edges = [{"from": a["id"], "to": b["id"]} for a, b in itertools.pairwise(nodes)]
-        return {**self.summary(), "definition": {"nodes": nodes, "edges": edges}}
+        outputs = [
+            {
+                "id": o.node_id,
+                "type": OUTPUT_NODE,
+                "name": o.label,
+                "kind": "output",
+                "node_config": {"label": o.label},
+            }
+            for o in self.outputs
+        ]
+        # Every input feeds the first step, the steps form a chain, the last one feeds every output.
+        if steps:
+            links = [(i, steps[0]) for i in inputs] + list(itertools.pairwise(steps))
+            links += [(steps[-1], o) for o in outputs]
+        else:
+            links = [(i, o) for i in inputs for o in outputs]
+        edges = [
+            {
+                "id": f"{a['id']}->{b['id']}",
+                "from_id": {"node_id": a["id"], "connector_name": OUTPUT_CONNECTOR},
+                "to_id": {"node_id": b["id"], "connector_name": INPUT_CONNECTOR},
+            }
+            for a, b in links
+        ]
+        nodes = inputs + steps + outputs
+        return {**self.summary(), "type": "flow", "definition": {"nodes": nodes, "edges": edges}}
 
 
 def render(template: Any, context: dict[str, Any]) -> Any:

@@ -404,6 +404,17 @@ class NoxusRunOperator(NoxusRunWaitMixin, BaseOperator):
         if ledger.record is not None and ledger.record.run_id == run_id:
             ledger.save(ledger.record.as_delivered())
 
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """The run and its URL and spot:// file inputs, for OpenLineage (:mod:`..openlineage`)."""
+        from airflow_provider_noxus.openlineage import noxus_run_lineage
+
+        return noxus_run_lineage(
+            self,
+            run_id=self._active_run_id,
+            inputs=self.inputs,
+            workflow_version_id=self.workflow_version_id,
+        )
+
     def on_kill(self) -> None:
         """Stop the run when the task is killed on the worker (best effort).
 

@@ -79,3 +79,9 @@ class NoxusRunSensor(NoxusRunWaitMixin, BaseSensorOperator):
         if outcome is None:
             return False
         return PokeReturnValue(is_done=True, xcom_value=self.complete(context, outcome))
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """The run waited for, for OpenLineage (see :mod:`airflow_provider_noxus.openlineage`)."""
+        from airflow_provider_noxus.openlineage import noxus_run_lineage
+
+        return noxus_run_lineage(self, run_id=self.run_id)

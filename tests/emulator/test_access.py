@@ -58,11 +58,36 @@ def test_admin_me_masks_the_key(api: Api) -> None:
     assert me["value"] == "****" + KEY_A[-4:]
 
 
-def test_nodes_is_a_list_of_node_types(api: Api) -> None:
+#: What the official client's node model requires of each catalogue entry (noxus-sdk 0.6.0).
+NODE_FIELDS = {
+    "type", "title", "description", "integrations", "inputs", "outputs", "config", "is_available",
+    "visible", "config_endpoint",
+}  # fmt: skip
+
+
+def test_nodes_is_a_list_of_node_types_in_the_official_clients_shape(api: Api) -> None:
     nodes = api.session.get(api.url("/v1/nodes")).json()
 
     assert isinstance(nodes, list) and nodes
-    assert all({"type", "title"} <= set(node) for node in nodes)
+    for node in nodes:
+        assert set(node) >= NODE_FIELDS, node["type"]
+        assert all(isinstance(c, dict) and c["name"] for c in node["inputs"] + node["outputs"])
+        for name, field in node["config"].items():
+            assert {"type", "description", "visible", "optional", "default"} <= set(field), name
+
+
+def test_workflow_definitions_use_catalogue_types_and_connectors(api: Api) -> None:
+    catalogue = {node["type"]: node for node in api.session.get(api.url("/v1/nodes")).json()}
+    for workflow_name in ("echo", "summarize", "human_review"):
+        definition = api.session.get(api.url(f"/v1/workflows/{api.wid(workflow_name)}")).json()["definition"]
+        types = {node["id"]: node["type"] for node in definition["nodes"]}
+
+        assert set(types.values()) <= set(catalogue)
+        for edge in definition["edges"]:
+            source, target = edge["from_id"], edge["to_id"]
+            outputs = [c["name"] for c in catalogue[types[source["node_id"]]]["outputs"]]
+            inputs = [c["name"] for c in catalogue[types[target["node_id"]]]["inputs"]]
+            assert source["connector_name"] in outputs and target["connector_name"] in inputs
 
 
 def test_workflows_are_listed_with_their_inputs(api: Api) -> None:
@@ -81,6 +106,26 @@ def test_workflows_list_pages(api: Api) -> None:
 
     assert (len(page["items"]), page["pages"], page["size"]) == (2, 3, 2)
     assert api.session.get(api.url("/v1/workflows"), params={"size": 0}).status_code == 422
+
+
+def test_page_size_is_honoured_beside_size(api: Api) -> None:
+    def page(**params: int) -> dict:
+        response = api.session.get(api.url("/v1/workflows"), params=params)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    alone = page(page_size=4)  # the official client's name
+    both = page(page=2, page_size=4, size=4)  # what it actually sends
+    assert (len(alone["items"]), alone["size"], alone["pages"]) == (4, 4, 2)
+    assert (len(both["items"]), both["page"], both["size"]) == (2, 2, 4)
+    assert page()["size"] == 50
+
+
+def test_disagreeing_or_bad_page_sizes_are_422s_naming_the_parameter(api: Api) -> None:
+    for params, named in (({"size": 2, "page_size": 3}, "page_size"), ({"page_size": 101}, "page_size")):
+        response = api.session.get(api.url("/v1/workflows"), params=params)
+        assert response.status_code == 422
+        assert response.json()["detail"][0]["loc"] == ["query", named]
 
 
 def test_get_workflow_has_its_definition(api: Api) -> None:

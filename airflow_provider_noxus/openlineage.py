@@ -1,0 +1,134 @@
+"""OpenLineage facets of a Noxus run, for ``apache-airflow-providers-openlineage`` (extra ``openlineage``).
+
+The operator's and the sensor's ``get_openlineage_facets_on_complete`` import this module when the
+OpenLineage provider calls them, so nothing imports OpenLineage where it is not installed. What a task
+reports:
+
+- the Noxus run as the external job run: ``externalQuery`` (:class:`ExternalQueryRunFacet`, the run id
+  with ``source`` the API's namespace ``noxus://<api host>``) and ``noxusRun`` (:class:`NoxusRunFacet`:
+  run id, run URL, workflow id and version);
+- file inputs given as a public URL or a ``spot://`` file as input datasets: a URL as namespace
+  ``<scheme>://<host>[:port]`` and name its path (OpenLineage's naming for HTTP), never its user
+  info, query or fragment, which can hold credentials or signatures; a ``spot://<id>`` file as
+  ``noxus://<api host>`` and ``files/<id>``. Local files and bytes have no name outside the worker
+  and are not reported.
+
+No facet holds the API key or any input value other than those file locations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import attrs
+from airflow.providers.common.compat.openlineage.facet import (
+    ExternalQueryRunFacet,
+    InputDataset,
+    RunFacet,
+)
+from airflow.providers.openlineage.extractors import OperatorLineage
+
+from airflow_provider_noxus.files import NoxusFile
+
+SPOT_PREFIX = "spot://"
+
+
+@attrs.define
+class NoxusRunFacet(RunFacet):
+    """The Noxus run a task created or waited for.
+
+    :param runId: the Noxus run id.
+    :param runUrl: the run's page in the Noxus app.
+    :param workflowId: the workflow it runs.
+    :param workflowVersionId: the saved version it runs; None for the current one.
+    """
+
+    runId: str
+    runUrl: str | None
+    workflowId: str
+    workflowVersionId: str | None = None
+
+
+def api_namespace(base_url: str) -> str:
+    """``noxus://<host>[:port]`` of the Noxus API a run lives on."""
+    return f"noxus://{urlsplit(base_url).netloc.rsplit('@', 1)[-1]}"
+
+
+def file_datasets(inputs: Any, namespace: str) -> list[InputDataset]:
+    """Input datasets of the URL and ``spot://`` files among ``inputs`` (at any depth), in order, once each.
+
+    :param inputs: the run's inputs: values that are :class:`NoxusFile` or ``{"uri": ...}`` objects count.
+    :param namespace: the API's namespace (:func:`api_namespace`), for ``spot://`` files.
+    """
+    datasets: dict[tuple[str, str], InputDataset] = {}
+    for uri in _file_uris(inputs):
+        located = _locate(uri, namespace)
+        if located is not None and located not in datasets:
+            datasets[located] = InputDataset(namespace=located[0], name=located[1])
+    return list(datasets.values())
+
+
+def _file_uris(value: Any) -> Iterator[str]:
+    if isinstance(value, NoxusFile):
+        if value.kind == "url" and isinstance(value.source, str):
+            yield value.source
+        elif value.kind == "spot" and isinstance(value.source, str):
+            yield value.source if value.source.startswith(SPOT_PREFIX) else SPOT_PREFIX + value.source
+    elif isinstance(value, Mapping):
+        if isinstance(value.get("uri"), str):
+            yield value["uri"]
+        else:
+            for item in value.values():
+                yield from _file_uris(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _file_uris(item)
+
+
+def _locate(uri: str, namespace: str) -> tuple[str, str] | None:
+    """(namespace, name) of a file URI; None for data URIs and anything else without a public name."""
+    if uri.startswith(SPOT_PREFIX):
+        file_id = uri[len(SPOT_PREFIX) :].strip("/")
+        return (namespace, f"files/{file_id}") if file_id else None
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    host = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
+    return f"{parts.scheme}://{host}", parts.path or "/"
+
+
+def noxus_run_lineage(
+    task: Any,
+    *,
+    run_id: str | None,
+    inputs: Any = None,
+    workflow_version_id: str | None = None,
+) -> OperatorLineage:
+    """What a Noxus operator or sensor reports once its task succeeded.
+
+    Everything comes from the task object as ``execute`` left it (its hook has read the connection
+    already): the OpenLineage provider calls this in a forked process, where a round trip to Airflow
+    (an XCom pull, a connection lookup) can hang until the provider kills the process.
+
+    :param task: the operator or sensor (``workflow_id``, ``hook`` and ``run_url`` are read).
+    :param run_id: the run the task created or waited for; None (no run) reports nothing.
+    :param inputs: the run's (rendered) inputs; the sensor has none.
+    :param workflow_version_id: the workflow version the run was created with.
+    """
+    if not run_id:
+        return OperatorLineage()
+    namespace = api_namespace(task.hook.base_url)
+    return OperatorLineage(
+        inputs=file_datasets(inputs, namespace),
+        run_facets={
+            "externalQuery": ExternalQueryRunFacet(externalQueryId=str(run_id), source=namespace),
+            "noxusRun": NoxusRunFacet(
+                runId=str(run_id),
+                runUrl=task.run_url(str(run_id)),
+                workflowId=str(task.workflow_id),
+                workflowVersionId=workflow_version_id,
+            ),
+        },
+    )
