@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import KEY, first_stream_events, run_body, trigger_event
+from support.hostile_calls import KEY, first_stream_events, run_body, trigger_event
 from support.hostile_server import Conn, HostileServer, Request
 from support.noxus_calls import within
 

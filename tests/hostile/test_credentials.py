@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 import pytest
-from conftest import KEY, run_body, trigger_event
+from support.hostile_calls import KEY, run_body, trigger_event
 from support.hostile_server import Conn, Request
 
 from airflow_provider_noxus.exceptions import NoxusConfigurationError, NoxusServerError

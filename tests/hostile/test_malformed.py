@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 import pytest
-from conftest import first_stream_events, run_body, trigger_event
+from support.hostile_calls import first_stream_events, run_body, trigger_event
 from support.hostile_server import Conn, Request
 
 from airflow_provider_noxus.exceptions import NoxusConfigurationError, NoxusProtocolError

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import KEY, run_body, trigger_event
+from support.hostile_calls import KEY, run_body, trigger_event
 from support.hostile_server import Conn, HostileServer, Request, self_signed_certificate
 
 from airflow_provider_noxus.exceptions import NoxusRedirectError
