@@ -58,6 +58,34 @@ def mask_secret(value: Any) -> None:
     _mask(value)
 
 
+async def atask_instance_state(task_instance: Any) -> str | None:
+    """The state Airflow gives a trigger's task instance now, asked through the triggerer's supervisor
+    (Airflow 3); None when it cannot be asked (Airflow 2, a trigger run outside a triggerer)."""
+    if not AIRFLOW_V_3_0_PLUS or task_instance is None:
+        return None
+    try:
+        from airflow.sdk.execution_time import task_runner
+        from airflow.sdk.execution_time.comms import GetTaskStates
+
+        comms = getattr(task_runner, "SUPERVISOR_COMMS", None)
+        if comms is None:
+            return None
+        task_id, run_id, map_index = task_instance.task_id, task_instance.run_id, task_instance.map_index
+        response = await comms.asend(
+            GetTaskStates(
+                dag_id=task_instance.dag_id,
+                task_ids=[task_id],
+                run_ids=[run_id],
+                map_index=map_index if map_index >= 0 else None,
+            )
+        )
+    except Exception:  # an older or different supervisor: the caller acts as if it could not ask
+        return None
+    states = getattr(response, "task_states", None) or {}
+    state = states.get(run_id, {}).get(task_id if map_index < 0 else f"{task_id}_{map_index}")
+    return str(state) if state is not None else None
+
+
 async def amask_secret(value: Any) -> None:
     """:func:`mask_secret` for async code: on Airflow 3 the supervisor is told without blocking the loop."""
     if not value:
@@ -88,5 +116,6 @@ __all__ = [
     "XCom",
     "aget_connection",
     "amask_secret",
+    "atask_instance_state",
     "mask_secret",
 ]

@@ -120,6 +120,8 @@ class RunRecord:
     :param delivered: the task succeeded with this run's result: a later try (a clear) makes a new run.
     :param sent_at: epoch seconds at which the create was sent, while its answer is unknown.
     :param input_fingerprint: :func:`fingerprint` of the ``input`` sent, while the answer is unknown.
+    :param max_tries: the task instance's ``max_tries`` when the run was made: Airflow raises it when
+        the task instance is cleared (and only then), so a later try can tell a clear from a retry.
     """
 
     workflow_id: str
@@ -128,6 +130,11 @@ class RunRecord:
     delivered: bool = False
     sent_at: float | None = None
     input_fingerprint: str | None = None
+    max_tries: int | None = None
+
+    def cleared_since(self, max_tries: int | None) -> bool:
+        """Whether the task instance was cleared since this record was made."""
+        return self.max_tries is not None and max_tries is not None and max_tries != self.max_tries
 
     @property
     def pending(self) -> bool:
@@ -156,6 +163,7 @@ class RunRecord:
                 delivered=bool(value.get("delivered")),
                 sent_at=float(value["sent_at"]) if value.get("sent_at") is not None else None,
                 input_fingerprint=value.get("input_fingerprint"),
+                max_tries=int(value["max_tries"]) if value.get("max_tries") is not None else None,
             )
         except (KeyError, TypeError, ValueError):
             return None

@@ -193,9 +193,10 @@ class NoxusRunOperator(NoxusRunWaitMixin, BaseOperator):
             callback_url=self.callback_url,
             use_sync_endpoint=self.use_sync_endpoint,
         )
-        run = self._earlier_run(ledger, intent)
+        max_tries = getattr(context.get("ti"), "max_tries", None)
+        run = self._earlier_run(ledger, intent, max_tries)
         if run is None:
-            run = self._create(ledger, intent, inputs)
+            run = self._create(ledger, intent, inputs, max_tries)
         run_id = str(run["id"])
         self._active_run_id = run_id
         self.push_run_link(context, run_id)
@@ -231,8 +232,11 @@ class NoxusRunOperator(NoxusRunWaitMixin, BaseOperator):
             )
         return inputs
 
-    def _earlier_run(self, ledger: RunLedger, intent: str) -> Mapping[str, Any] | None:
-        """The run of an earlier try to carry on with, if any; a run of another intent is stopped."""
+    def _earlier_run(
+        self, ledger: RunLedger, intent: str, max_tries: int | None
+    ) -> Mapping[str, Any] | None:
+        """The run of an earlier try to carry on with, if any; a run of another intent, or of a try
+        before a clear, is stopped."""
         record = ledger.record
         if record is None:
             return None
@@ -257,6 +261,9 @@ class NoxusRunOperator(NoxusRunWaitMixin, BaseOperator):
                 "a new run replaces it",
             )
             return None
+        if record.cleared_since(max_tries):
+            self.stop_run(record.run_id, "the task was cleared since the try that started it")
+            return None
         try:
             run = self.hook.get_run(self.workflow_id, record.run_id)
         except NoxusNotFoundError:
@@ -276,7 +283,9 @@ class NoxusRunOperator(NoxusRunWaitMixin, BaseOperator):
         )
         return run
 
-    def _create(self, ledger: RunLedger, intent: str, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
+    def _create(
+        self, ledger: RunLedger, intent: str, inputs: Mapping[str, Any], max_tries: int | None
+    ) -> Mapping[str, Any]:
         """Create the run; a create whose answer is lost is found again, never made twice."""
         resolved = resolve_file_inputs(
             inputs, hook=self.hook, allow_private_urls=self.allow_private_file_urls
@@ -292,6 +301,7 @@ class NoxusRunOperator(NoxusRunWaitMixin, BaseOperator):
             intent=intent,
             sent_at=time.time(),
             input_fingerprint=fingerprint(body["input"]),
+            max_tries=max_tries,
         )
         ledger.save(record)
         self._create_in_flight = record

@@ -14,7 +14,12 @@ import contextlib
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
-from airflow_provider_noxus._compat import AirflowNotFoundException, BaseTrigger, TriggerEvent
+from airflow_provider_noxus._compat import (
+    AirflowNotFoundException,
+    BaseTrigger,
+    TriggerEvent,
+    atask_instance_state,
+)
 from airflow_provider_noxus.connection import CONNECTION_CACHE
 from airflow_provider_noxus.exceptions import NoxusAuthError, NoxusError
 from airflow_provider_noxus.hooks.noxus import NoxusAsyncClient, NoxusHook, StatusReader
@@ -202,10 +207,24 @@ class NoxusRunTrigger(BaseTrigger):
         )
 
     async def on_kill(self) -> None:
-        """Stop the run when a user kills the deferred task (Airflow 3.3+); best effort, bounded."""
+        """Stop the run when a user kills the deferred task (Airflow 3.3+); best effort, bounded.
+
+        Airflow 3.3 also calls this when a trigger merely moves to another triggerer (a triggerer
+        thought dead, apache/airflow#73454): while the task is still deferred, the run is left to the
+        trigger that took it over.
+        """
         if not self.cancel_on_kill:
             self.log.info("cancel_on_kill is off: Noxus run %s is left running.", self.run_id)
             return
+        with contextlib.suppress(asyncio.TimeoutError):
+            state = await asyncio.wait_for(atask_instance_state(self.task_instance), ON_KILL_TIMEOUT_S / 2)
+            if state == "deferred":
+                self.log.warning(
+                    "Noxus run %s is left running: its task is still deferred, so this trigger was moved to "
+                    "another triggerer, not killed by a user (apache/airflow#73454).",
+                    self.run_id,
+                )
+                return
 
         async def stop() -> None:
             async with NoxusHook(self.noxus_conn_id).async_client() as client:

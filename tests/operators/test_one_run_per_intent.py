@@ -39,8 +39,9 @@ def stops(emu: Any) -> dict[str, int]:
     return dict(emu.control.counters()["stops"])
 
 
-def try_context(store: DictStateStore | None, try_number: int) -> dict[str, Any]:
-    return make_context(FakeTaskInstance(try_number=try_number), store)
+def try_context(store: DictStateStore | None, try_number: int, max_tries: int = 3) -> dict[str, Any]:
+    """The context of one try; a clear raises ``max_tries`` to ``try_number + retries``, a retry does not."""
+    return make_context(FakeTaskInstance(try_number=try_number, max_tries=max_tries), store)
 
 
 # ---- clears make new runs; retries reattach ------------------------------------------------------
@@ -56,6 +57,21 @@ def test_a_clear_after_success_makes_one_new_run_with_its_own_output(emu: Any) -
     assert created(emu) == 2
     assert cleared["ti"].xcom["run_id"] != first["ti"].xcom["run_id"]
     assert store.values[RUN_RECORD_KEY]["run_id"] == cleared["ti"].xcom["run_id"]
+
+
+@needs_store
+def test_a_clear_while_the_run_goes_on_stops_it_and_makes_a_new_one(emu: Any) -> None:
+    # Airflow may start the cleared task's new try before the old trigger's on_kill has stopped the
+    # old run: the new try must not reattach to it (it would then see it stopped and fail).
+    store = DictStateStore()
+    first = try_context(store, 1, max_tries=3)
+    defer_only(operator(emu, "slow", {"seconds": 1}), first)
+    old_run = first["ti"].xcom["run_id"]
+    cleared = try_context(store, 2, max_tries=2 + 3)
+    assert run_task(operator(emu, "slow", {"seconds": 1}), cleared) == {"slept": 1}
+    assert cleared["ti"].xcom["run_id"] != old_run
+    assert created(emu) == 2
+    assert stops(emu) == {old_run: 1}
 
 
 @needs_store

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from support.noxus_tasks import first_event, use_fast_connection
 
+from airflow_provider_noxus._compat import AIRFLOW_V_3_0_PLUS
 from airflow_provider_noxus.hooks._transport import SHARED_SESSIONS
 from airflow_provider_noxus.hooks.noxus import NoxusHook
 from airflow_provider_noxus.triggers import noxus as trigger_module
@@ -269,6 +270,45 @@ async def test_on_kill_stops_the_run(emu: Any, cancel_on_kill: bool, stops: int)
     workflow_id, run_id = start_run(emu, "slow", {"seconds": 30})
     await make_trigger(workflow_id, run_id, cancel_on_kill=cancel_on_kill).on_kill()
     assert emu.control.counters()["stops"].get(run_id, 0) == stops
+
+
+class TaskStatesSupervisor:
+    """Stands in for the triggerer's supervisor (which only runs inside a triggerer): answers the task
+    state query the way Airflow 3.3's does."""
+
+    def __init__(self, state: str) -> None:
+        self.state = state
+        self.asked: list[Any] = []
+
+    async def asend(self, message: Any) -> Any:
+        from airflow.sdk.execution_time.comms import TaskStatesResult
+
+        self.asked.append(message)
+        return TaskStatesResult(task_states={"run": {"wait_for_run_3": self.state}})
+
+
+@pytest.mark.skipif(not AIRFLOW_V_3_0_PLUS, reason="the triggerer's supervisor is Airflow 3's")
+@pytest.mark.parametrize(("state", "stops"), [("deferred", 0), ("failed", 1), ("success", 1), (None, 1)])
+async def test_on_kill_leaves_the_run_of_a_task_still_deferred(
+    emu: Any, monkeypatch: pytest.MonkeyPatch, state: str | None, stops: int
+) -> None:
+    """Airflow 3.3 calls on_kill when a trigger only moves to another triggerer (apache/airflow#73454):
+    the task is then still deferred and its run must go on. A user action changes the task's state."""
+    from types import SimpleNamespace
+
+    from airflow.sdk.execution_time import task_runner
+
+    supervisor = TaskStatesSupervisor(state) if state else None
+    monkeypatch.setattr(task_runner, "SUPERVISOR_COMMS", supervisor, raising=False)
+    workflow_id, run_id = start_run(emu, "slow", {"seconds": 30})
+    trigger = make_trigger(workflow_id, run_id)
+    trigger.task_instance = SimpleNamespace(dag_id="dag", run_id="run", task_id="wait_for_run", map_index=3)
+    await trigger.on_kill()
+    assert emu.control.counters()["stops"].get(run_id, 0) == stops
+    if supervisor is not None:
+        assert [(m.dag_id, m.task_ids, m.run_ids, m.map_index) for m in supervisor.asked] == [
+            ("dag", ["wait_for_run"], ["run"], 3)
+        ]
 
 
 async def test_on_kill_logs_errors_and_returns(
