@@ -2,8 +2,8 @@
 # The whole test suite, from a fresh clone on a fresh machine: `make test` (or `bash scripts/test.sh`).
 #
 # 1. lint and type checks (ruff, mypy) on Airflow 3.3.2;
-# 2. the suite on Airflow 3.3.2, end-to-end and browser tests included;
-# 3. the suite on Airflow 2.11.2 (no e2e or browser: those need Airflow 3's processes and UI);
+# 2. the suite on Airflow 3.3.2, end-to-end (single-machine and distributed) and browser tests included;
+# 3. the suite on Airflow 2.11.2 (no e2e, distributed or browser: those need Airflow 3's processes and UI);
 # 4. the benchmarks in --quick mode (they fail only when broken, never for slowness).
 #
 # Extra arguments go to both pytest runs, e.g. `make test ARGS="-k trigger"`.
@@ -18,6 +18,7 @@ step "virtualenvs"
 af3="$(bash scripts/venv.sh 3.3.2)" || exit 1
 af2="$(bash scripts/venv.sh 2.11.2)" || exit 1
 bash scripts/browser-deps.sh || failed+=("browser dependencies")
+bash scripts/system-deps.sh distributed || failed+=("PostgreSQL and Redis for the distributed tests")
 
 artifacts="$repo/artifacts"
 export NOXUS_E2E_LOG_DIR="${NOXUS_E2E_LOG_DIR:-$artifacts/e2e-logs}"
@@ -38,7 +39,7 @@ run_pytest() {  # name venv args...
   [ "$rc" -eq 0 ] || failed+=("pytest on $name (exit $rc)")
 }
 run_pytest "Airflow 3.3.2" "$af3" --junitxml="$artifacts/junit-airflow-3.xml" ${ARGS:-} "$@"
-run_pytest "Airflow 2.11.2" "$af2" -m "not e2e and not browser" --junitxml="$artifacts/junit-airflow-2.xml" ${ARGS:-} "$@"
+run_pytest "Airflow 2.11.2" "$af2" -m "not e2e and not browser and not distributed" --junitxml="$artifacts/junit-airflow-2.xml" ${ARGS:-} "$@"
 
 if [ -d benchmarks ] && ls benchmarks/*.py >/dev/null 2>&1; then
   step "benchmarks (--quick)"

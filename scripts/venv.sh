@@ -12,6 +12,8 @@ set -euo pipefail
 version="${1:?usage: scripts/venv.sh AIRFLOW_VERSION [bench]}"
 flavour="${2:-}"
 extras="test${flavour:+,$flavour}"
+# The distributed e2e tests (PostgreSQL, Redis, Celery) run on Airflow 3.3.2 only.
+[ "$version" != 3.3.2 ] || extras="$extras,distributed"
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 constraints="$repo/constraints/airflow-$version.txt"
 [ -f "$constraints" ] || { echo "no pins for Airflow $version: $constraints" >&2; exit 2; }
