@@ -3,13 +3,14 @@ two schedulers, two triggerers and two Celery workers on loopback (conftest.py a
 tests/support/distributed_airflow.py).
 
 One deployment for the module; the tests run in file order, each with DAG runs of its own. The first
-kills a triggerer for good, so the others run with one. Run alone with
+kills a triggerer for good and the second a scheduler, so the others run with one of each. Run alone with
 ``pytest -m distributed tests/e2e_distributed``. Printed, not asserted: how long the triggerer takeover
 took and the time from a run's end on Noxus to its task's success (p50/p99).
 
 What Airflow itself may do here, and the tests accept because Airflow documents it: a task whose
 process stops heartbeating (its worker died) is failed and retried; a triggerer silent for longer than
-``[triggerer] triggerer_health_check_threshold`` loses its triggers to a live one. Nothing else.
+``[triggerer] triggerer_health_check_threshold`` loses its triggers to a live one; a live scheduler adopts
+the tasks of a dead one. Nothing else: no task may fail, and every task has exactly one Noxus run.
 """
 
 from __future__ import annotations
@@ -36,9 +37,11 @@ pytestmark = [
 
 FAN_OUT = 200
 #: Long enough that the killed triggerer's triggers are still waiting when the other takes them over.
-FAN_OUT_SECONDS = 60
+FAN_OUT_SECONDS = 40
 #: The triggerer is killed once it holds this many of the fan-out's triggers.
 HELD_BEFORE_KILL = 30
+#: Mapped tasks of the run during which a scheduler is killed.
+SCHEDULER_FAN_OUT = 20
 CRASH_QUEUE = "crash"
 FINAL_RUN_STATUSES = ("completed", "stopped")
 
@@ -163,6 +166,26 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
+def spread(seconds: list[float]) -> str:
+    """p50, p99 and max of some durations, for a printed line."""
+    if not seconds:
+        return "no values"
+    return (
+        f"p50 {statistics.median(seconds):.1f} s, p99 {percentile(seconds, 0.99):.1f} s, "
+        f"max {max(seconds):.1f} s over {len(seconds)}"
+    )
+
+
+def trigger_fired_at(airflow: Any, dag_id: str, run_id: str, task_id: str, map_index: int) -> datetime | None:
+    """When a trigger of the task instance fired its event, from the triggerer's task log."""
+    folder = airflow.task_log_dir / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
+    for path in sorted((folder / f"map_index={map_index}").glob("attempt=*.log.trigger.*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            if '"Trigger fired event"' in line:
+                return utc(json.loads(line)["timestamp"])
+    return None
+
+
 # ----------------------------------------------------------------------------------------- scenarios
 
 
@@ -213,9 +236,14 @@ def test_200_deferred_runs_survive_a_triggerer_killed_for_good(
     assert sum(stops(emulator).values()) == stops_before
     assert len({row["noxus_run"] for row in rows.values()}) == FAN_OUT
 
-    latencies = [
-        (row["end_date"] - utc(emulator.control.run(str(row["noxus_run"]))["finished_at"])).total_seconds()
-        for row in rows.values()
+    run_ends = {
+        index: utc(emulator.control.run(str(row["noxus_run"]))["finished_at"]) for index, row in rows.items()
+    }
+    to_success = [(row["end_date"] - run_ends[index]).total_seconds() for index, row in rows.items()]
+    to_event = [
+        (fired - run_ends[index]).total_seconds()
+        for index in rows
+        if (fired := trigger_fired_at(airflow, "e2e_fan_out", run_id, "wait_for_run", index))
     ]
     retried = sum(1 for row in rows.values() if row["try_number"] > 1)
     with capsys.disabled():
@@ -224,10 +252,40 @@ def test_200_deferred_runs_survive_a_triggerer_killed_for_good(
             f"{takeover_seconds:.0f} s later ({len(moved)} still waiting then; health-check threshold "
             f"{airflow.env['AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD']} s); "
             f"{retried} of {FAN_OUT} task instances retried by Airflow"
-            f"\nNoxus run end -> task success, {FAN_OUT} deferred tasks (poll every 1 s): "
-            f"p50 {statistics.median(latencies):.1f} s, p99 {percentile(latencies, 0.99):.1f} s, "
-            f"max {max(latencies):.1f} s"
+            f"\n{FAN_OUT} deferred tasks polling every 1 s, from the run's end on Noxus:"
+            f"\n  to the task's success:  {spread(to_success)}"
+            f"\n  to the trigger's event: {spread(to_event)} (then Airflow resumes the task on a worker)"
         )
+
+
+def test_a_scheduler_killed_for_good_leaves_the_other_to_finish(airflow: Any, emulator: Any) -> None:
+    slow = emulator.control.workflow_id("slow")
+    created_before, stops_before = runs_created(emulator, slow), sum(stops(emulator).values())
+    run_id = airflow.trigger_dag("e2e_fan_out", {"count": SCHEDULER_FAN_OUT, "seconds": 20})
+
+    def busiest_scheduler() -> str | None:
+        """The scheduler that queued most of the run's tasks, once a few of them have deferred."""
+        rows = airflow.sql(
+            "SELECT j.hostname, count(*) AS queued, count(*) FILTER (WHERE ti.state = 'deferred') AS deferred"
+            " FROM task_instance ti JOIN job j ON j.id = ti.queued_by_job_id"
+            " WHERE ti.dag_id = 'e2e_fan_out' AND ti.run_id = %s AND ti.task_id = 'wait_for_run'"
+            " GROUP BY j.hostname ORDER BY queued DESC",
+            (run_id,),
+        )
+        return str(rows[0]["hostname"]) if rows and sum(row["deferred"] for row in rows) >= 3 else None
+
+    victim = wait_until(busiest_scheduler, 240, "3 deferred task instances")
+    airflow.kill_component(victim)  # SIGKILL, and no restart
+
+    state = airflow.wait_for_dag_run("e2e_fan_out", run_id, timeout=300)
+    states = {
+        index: row["state"]
+        for index, row in task_rows(airflow, "e2e_fan_out", run_id, "wait_for_run").items()
+    }
+    assert state == "success", states
+    assert sorted(states) == list(range(SCHEDULER_FAN_OUT))
+    assert runs_created(emulator, slow) - created_before == SCHEDULER_FAN_OUT
+    assert sum(stops(emulator).values()) == stops_before
 
 
 def test_a_worker_killed_in_create_and_in_a_blocking_wait_leaves_one_run_per_task(
