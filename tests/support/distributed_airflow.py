@@ -33,6 +33,7 @@ import os
 import subprocess
 import time
 from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,7 @@ class DistributedAirflowDeployment(AirflowDeployment):
         self.worker_concurrency = worker_concurrency
         self.worker_queues = dict(worker_queues or {})
         self._up = False  # every component has been ready once
+        self._started_at: dict[str, datetime] = {}
         self.postgres = PostgresServer(self.log_dir)
         self.redis = RedisServer(self.log_dir)
         support = str(Path(__file__).resolve().parent)
@@ -150,6 +152,7 @@ class DistributedAirflowDeployment(AirflowDeployment):
         """
         if queues is not None:
             self.worker_queues[component] = queues
+        self._started_at[component] = datetime.now(timezone.utc)
         process = super().start_component(component)
         if self._up:
             self._wait_until_ready([component], time.monotonic() + self.startup_timeout)
@@ -179,12 +182,15 @@ class DistributedAirflowDeployment(AirflowDeployment):
 
     def _is_ready(self, component: str, live: Mapping[str, Mapping[str, Any]]) -> bool:
         kind = component_kind(component)
+        started = self._started_at[component]
         if kind == "worker":
             # Celery logs "<node name> ready." once it consumes its queues.
             lines = self.log_path(component).read_text(errors="replace").splitlines()
             return any(f"{component}@" in line and " ready." in line for line in lines)
         if kind in JOB_TYPES:
-            return component in live and live[component]["job_type"] == JOB_TYPES[kind]
+            # A job row of this start (one left by an earlier start under the same name does not count).
+            job = live.get(component)
+            return job is not None and job["job_type"] == JOB_TYPES[kind] and job["start_date"] >= started
         return True
 
     # ----------------------------------------------------------------------------- the metadata DB
@@ -208,11 +214,16 @@ class DistributedAirflowDeployment(AirflowDeployment):
         """``{host name: job row}`` of the running jobs (schedulers, triggerers, dag-processor), the latest
         per host; ``seconds_since_heartbeat`` is added."""
         rows = self.sql(
-            "SELECT DISTINCT ON (hostname) id, hostname, job_type, latest_heartbeat,"
+            "SELECT DISTINCT ON (hostname) id, hostname, job_type, start_date, latest_heartbeat,"
             " extract(epoch FROM now() - latest_heartbeat) AS seconds_since_heartbeat"
             " FROM job WHERE state = 'running' ORDER BY hostname, id DESC"
         )
         return {str(row["hostname"]): row for row in rows}
+
+    @property
+    def db_path(self) -> Path:
+        """There is no SQLite file here."""
+        raise AttributeError("the metadata DB is PostgreSQL here: read it with sql() or dump_database()")
 
     def dump_database(self) -> bytes:
         """``pg_dump`` of the metadata DB."""
