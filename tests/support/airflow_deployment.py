@@ -45,7 +45,7 @@ ALL_COMPONENTS = ("api-server", "dag-processor", "scheduler", "triggerer")
 #: The default set: ``dags reserialize`` stands in for the dag-processor (one parse, no CPU after).
 DEFAULT_COMPONENTS = ("api-server", "scheduler", "triggerer")
 TERMINAL_DAG_RUN_STATES = frozenset({"success", "failed"})
-#: The job type each component's heartbeat shows under in ``/api/v2/monitor/health``.
+#: Where each kind of component reports its heartbeat in ``/api/v2/monitor/health``.
 HEALTH_KEYS = {"scheduler": "scheduler", "triggerer": "triggerer", "dag-processor": "dag_processor"}
 
 
