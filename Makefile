@@ -1,5 +1,5 @@
 # The two commands of the README, and a few more. Everything installs itself on a fresh machine.
-.PHONY: demo deploy test lint bench emulator
+.PHONY: demo deploy deploy-distributed test lint bench emulator
 
 # Run every example DAG against the emulator with `airflow dags test`, print a table of results.
 demo:
@@ -8,6 +8,10 @@ demo:
 # The example DAGs in a real multi-process Airflow 3 (api-server, scheduler, triggerer); leaves the UI up.
 deploy:
 	bash scripts/deploy.sh
+
+# The same on PostgreSQL, Redis and the CeleryExecutor, with two schedulers, triggerers and workers.
+deploy-distributed:
+	bash scripts/deploy-distributed.sh
 
 # ruff, mypy, the suite on Airflow 3.3.2 and 2.11.2, benchmarks in --quick mode.
 test:

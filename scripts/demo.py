@@ -303,10 +303,11 @@ def last_run_result(db: Path, dag_id: str) -> tuple[str, str]:
         ).fetchone()
     if failed:
         return str(state), "failed: " + ", ".join(failed)
-    return str(state), _short(value[0]) if value else ""
+    return str(state), short_text(value[0]) if value else ""
 
 
-def _short(raw: Any, width: int = 60) -> str:
+def short_text(raw: Any, width: int = 60) -> str:
+    """A stored value as one line of compact JSON (or text), cut to ``width``."""
     text = raw.decode() if isinstance(raw, bytes) else str(raw)
     with contextlib.suppress(ValueError):
         text = json.dumps(json.loads(text), separators=(",", ":"))

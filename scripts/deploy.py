@@ -5,11 +5,16 @@ file/webhook server, then Airflow (api-server with the UI, dag-processor, schedu
 LocalExecutor, triggerer) in an ``AIRFLOW_HOME`` kept under ``~/.cache/airflow-provider-noxus``,
 triggers every example DAG once through the REST API, prints a table of results, then prints the UI's
 address and waits. Every process it started is stopped, by PID, when it exits (Ctrl-C, SIGTERM, error).
+
+With ``--distributed`` (``scripts/deploy-distributed.sh``, ``make deploy-distributed``) Airflow runs as
+production runs it: PostgreSQL and Redis started for it, the CeleryExecutor, two schedulers, two
+triggerers and two Celery workers (tests/support/distributed_airflow.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
@@ -17,6 +22,7 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "scripts")]
@@ -26,15 +32,19 @@ from demo import (  # noqa: E402 - the scripts folder is not a package
     DagResult,
     dag_conf,
     emulator,
-    last_run_result,
     loopback_files,
     noxus_env,
     print_table,
+    short_text,
 )
 
 from tests.support.airflow_deployment import AirflowDeployment, free_port  # noqa: E402
+from tests.support.distributed_airflow import DistributedAirflowDeployment  # noqa: E402
 
-DEFAULT_HOME = Path.home() / ".cache" / "airflow-provider-noxus" / "deploy-home"
+CACHE = Path.home() / ".cache" / "airflow-provider-noxus"
+DEFAULT_HOME = CACHE / "deploy-home"
+DEFAULT_DISTRIBUTED_HOME = CACHE / "deploy-distributed-home"
+SINGLE_MACHINE_COMPONENTS = ("api-server", "dag-processor", "scheduler", "triggerer")
 #: The UI's port when it is free (else any free port).
 DEFAULT_UI_PORT = 8080
 
@@ -52,11 +62,29 @@ def run_seconds(run: dict) -> float:
     return (end - start).total_seconds()
 
 
+def run_summary(airflow: AirflowDeployment, dag_id: str, run_id: str) -> str:
+    """The tasks of a DAG run that did not succeed, else the value its last task returned, shortened."""
+    task_instances = airflow.task_instances(dag_id, run_id)
+    failed = sorted({ti["task_id"] for ti in task_instances if ti["state"] not in ("success", "skipped")})
+    if failed:
+        return "failed: " + ", ".join(failed)
+    for ti in sorted(task_instances, key=lambda ti: ti["end_date"] or "", reverse=True):
+        for entry in airflow.xcom_entries(dag_id, run_id, ti["task_id"]):
+            if entry["key"] == "return_value":
+                return short_text(json.dumps(entry["value"]))
+    return ""
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--home", type=Path, default=Path(os.environ.get("NOXUS_DEPLOY_HOME", DEFAULT_HOME)))
+    parser.add_argument(
+        "--distributed",
+        action="store_true",
+        help="PostgreSQL, Redis, the CeleryExecutor, two schedulers, triggerers and workers",
+    )
+    parser.add_argument("--home", type=Path, default=os.environ.get("NOXUS_DEPLOY_HOME"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("NOXUS_DEPLOY_PORT", "0")) or None)
     parser.add_argument("--emulator-port", type=int, default=int(os.environ.get("NOXUS_DEMO_PORT", "8765")))
     parser.add_argument("--no-wait", action="store_true", help="stop once the DAGs have run (for CI)")
@@ -66,7 +94,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
-    home: Path = args.home
+    home: Path = args.home or (DEFAULT_DISTRIBUTED_HOME if args.distributed else DEFAULT_HOME)
     log_dir = home / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     dag_ids = sorted(path.stem for path in EXAMPLES.glob("noxus_*.py"))
@@ -76,22 +104,25 @@ def main() -> int:
     ):
         print(f"Emulator at {emulator_url}. Starting Airflow in {home} (logs in {log_dir}) ...", flush=True)
         started = time.monotonic()
-        with AirflowDeployment(
-            home,
-            EXAMPLES,
-            env=noxus_env(emulator_url),
-            components=("api-server", "dag-processor", "scheduler", "triggerer"),
-            log_dir=log_dir,
-            port=args.port or (DEFAULT_UI_PORT if port_is_free(DEFAULT_UI_PORT) else free_port()),
-        ) as airflow:
+        options: dict[str, Any] = {
+            "env": noxus_env(emulator_url),
+            "log_dir": log_dir,
+            "port": args.port or (DEFAULT_UI_PORT if port_is_free(DEFAULT_UI_PORT) else free_port()),
+        }
+        deployment = (
+            DistributedAirflowDeployment(home, EXAMPLES, startup_timeout=300, **options)
+            if args.distributed
+            else AirflowDeployment(home, EXAMPLES, components=SINGLE_MACHINE_COMPONENTS, **options)
+        )
+        with deployment as airflow:
             print(f"Airflow is up in {time.monotonic() - started:.0f} s; triggering {len(dag_ids)} DAGs ...")
             airflow.wait_for_dags(dag_ids)
             run_ids = {dag_id: airflow.trigger_dag(dag_id, dag_conf(dag_id, files)) for dag_id in dag_ids}
             results = []
             for dag_id, run_id in run_ids.items():
                 airflow.wait_for_dag_run(dag_id, run_id, timeout=600)
-                _, summary = last_run_result(airflow.db_path, dag_id)
                 run = airflow.dag_run(dag_id, run_id)
+                summary = run_summary(airflow, dag_id, run_id)
                 results.append(DagResult(dag_id, str(run["state"]), run_seconds(run), summary))
             print()
             print_table(results)

@@ -3,8 +3,8 @@
 #
 # 0. the venvs' set-up run from two fresh clones in turn (scripts/check-two-clones.sh);
 # 1. lint and type checks (ruff, mypy) on Airflow 3.3.2;
-# 2. the suite on Airflow 3.3.2, end-to-end and browser tests included;
-# 3. the suite on Airflow 2.11.2 (no e2e or browser: those need Airflow 3's processes and UI);
+# 2. the suite on Airflow 3.3.2, end-to-end (single-machine and distributed) and browser tests included;
+# 3. the suite on Airflow 2.11.2 (no e2e, distributed or browser: those need Airflow 3's processes and UI);
 # 4. the benchmarks in --quick mode (they fail only when broken, never for slowness).
 #
 # Extra arguments go to both pytest runs, e.g. `make test ARGS="-k trigger"`.
@@ -19,6 +19,7 @@ step "virtualenvs"
 af3="$(bash scripts/venv.sh 3.3.2)" || exit 1
 af2="$(bash scripts/venv.sh 2.11.2)" || exit 1
 bash scripts/browser-deps.sh || failed+=("browser dependencies")
+bash scripts/system-deps.sh distributed || failed+=("PostgreSQL and Redis for the distributed tests")
 
 step "set-up from two clones in turn"
 bash scripts/check-two-clones.sh 3.3.2 || failed+=("two clones")
@@ -42,7 +43,7 @@ run_pytest() {  # name venv args...
   [ "$rc" -eq 0 ] || failed+=("pytest on $name (exit $rc)")
 }
 run_pytest "Airflow 3.3.2" "$af3" --junitxml="$artifacts/junit-airflow-3.xml" ${ARGS:-} "$@"
-run_pytest "Airflow 2.11.2" "$af2" -m "not e2e and not browser" --junitxml="$artifacts/junit-airflow-2.xml" ${ARGS:-} "$@"
+run_pytest "Airflow 2.11.2" "$af2" -m "not e2e and not browser and not distributed" --junitxml="$artifacts/junit-airflow-2.xml" ${ARGS:-} "$@"
 
 if [ -d benchmarks ] && ls benchmarks/*.py >/dev/null 2>&1; then
   step "benchmarks (--quick)"

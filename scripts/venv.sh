@@ -17,7 +17,8 @@ set -euo pipefail
 version="${1:?usage: scripts/venv.sh AIRFLOW_VERSION [bench]}"
 flavour="${2:-}"
 case "$version" in
-  3.*) extras="test,dev,openlineage" ;;
+  # The distributed e2e tests (PostgreSQL, Redis, Celery) run on Airflow 3.3.2 only.
+  3.*) extras="test,dev,openlineage,distributed" ;;
   *) extras="test,dev" ;;
 esac
 extras="$extras${flavour:+,$flavour}"

@@ -24,6 +24,7 @@ import atexit
 import contextlib
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -35,17 +36,51 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
+
+import psutil
 
 #: Every component this harness knows how to run, in start order.
 ALL_COMPONENTS = ("api-server", "dag-processor", "scheduler", "triggerer")
 #: The default set: ``dags reserialize`` stands in for the dag-processor (one parse, no CPU after).
 DEFAULT_COMPONENTS = ("api-server", "scheduler", "triggerer")
 TERMINAL_DAG_RUN_STATES = frozenset({"success", "failed"})
+#: Where each kind of component reports its heartbeat in ``/api/v2/monitor/health``.
+HEALTH_KEYS = {"scheduler": "scheduler", "triggerer": "triggerer", "dag-processor": "dag_processor"}
 
 
 class AirflowDeploymentError(RuntimeError):
     """A component did not start, or an API call failed; the message says where to look."""
+
+
+def component_kind(component: str) -> str:
+    """What a component is: ``scheduler-2`` is a ``scheduler`` (several instances are numbered)."""
+    return re.sub(r"-\d+$", "", component)
+
+
+StartedT = TypeVar("StartedT", bound="StartStop")
+
+
+class StartStop:
+    """Something started and stopped as a context manager: :meth:`stop` runs on every exit path, also
+    when :meth:`start` fails half-way (it must cope with whatever was started)."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: StartedT) -> StartedT:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
 
 def free_port() -> int:
@@ -55,7 +90,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class AirflowDeployment:
+class AirflowDeployment(StartStop):
     """Airflow 3 components in one ``AIRFLOW_HOME`` on loopback, as a context manager.
 
     :param home: the ``AIRFLOW_HOME`` (created if missing; SQLite DB ``airflow.db`` inside). Reusing a
@@ -63,8 +98,9 @@ class AirflowDeployment:
     :param dags_folder: the folder the DAGs are read from.
     :param env: extra environment for every component (connections, variables, settings); it wins over
         the harness defaults.
-    :param components: which long-running components to start, among :data:`ALL_COMPONENTS`. Without
-        ``dag-processor`` the DAGs are serialized once with ``airflow dags reserialize``.
+    :param components: which long-running components to start, among :attr:`known_components`; several
+        instances of one are numbered (``scheduler-1``, ``scheduler-2``). Without a ``dag-processor`` the
+        DAGs are serialized once with ``airflow dags reserialize``.
     :param log_dir: where component output (``<component>.log``) and task logs (``tasks/``) go;
         default ``<home>/logs``.
     :param port: api-server port; default a free one.
@@ -72,6 +108,9 @@ class AirflowDeployment:
     :param python: the interpreter whose ``airflow`` runs; default this one.
     :param startup_timeout: seconds to wait for every component to report healthy.
     """
+
+    #: The kinds of component this harness can start.
+    known_components: tuple[str, ...] = ALL_COMPONENTS
 
     def __init__(
         self,
@@ -89,9 +128,9 @@ class AirflowDeployment:
         self.home = Path(home).resolve()
         self.dags_folder = Path(dags_folder).resolve()
         self.components = tuple(components)
-        unknown = set(self.components) - set(ALL_COMPONENTS)
+        unknown = {c for c in self.components if component_kind(c) not in self.known_components}
         if unknown:
-            raise ValueError(f"unknown components {sorted(unknown)}; choose among {ALL_COMPONENTS}")
+            raise ValueError(f"unknown components {sorted(unknown)}; choose among {self.known_components}")
         self.log_dir = Path(log_dir).resolve() if log_dir else self.home / "logs"
         self.task_log_dir = self.log_dir / "tasks"
         self.port = port or free_port()
@@ -143,24 +182,13 @@ class AirflowDeployment:
         env.update(extra)
         return env
 
-    def __enter__(self) -> AirflowDeployment:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
     def start(self) -> None:
         """Migrate the DB, serialize the DAGs, start the components and wait until they are healthy."""
         self.home.mkdir(parents=True, exist_ok=True)
         self.task_log_dir.mkdir(parents=True, exist_ok=True)
         atexit.register(self.stop)
         self.airflow_cli("db", "migrate")
-        if "dag-processor" not in self.components:
+        if "dag-processor" not in map(component_kind, self.components):
             self.airflow_cli("dags", "reserialize")
         for component in self.components:
             self.start_component(component)
@@ -193,13 +221,17 @@ class AirflowDeployment:
 
     def _command(self, component: str) -> list[str]:
         base = [self.python, "-m", "airflow"]
-        if component == "api-server":
+        kind = component_kind(component)
+        if kind == "api-server":
             return [*base, "api-server", "-H", "127.0.0.1", "-p", str(self.port), "--workers", "1"]
-        if component == "scheduler":
-            return [*base, "scheduler", "--skip-serve-logs"]
-        if component == "triggerer":
-            return [*base, "triggerer", "--skip-serve-logs"]
+        if kind in ("scheduler", "triggerer"):
+            # Log servers would clash when several components share the host.
+            return [*base, kind, "--skip-serve-logs"]
         return [*base, "dag-processor"]
+
+    def component_env(self, component: str) -> dict[str, str]:
+        """The environment one component runs with (the same for all here)."""
+        return self.env
 
     def start_component(self, component: str) -> subprocess.Popen[bytes]:
         """Start one component in its own process group; its output goes to ``<log_dir>/<name>.log``.
@@ -215,7 +247,7 @@ class AirflowDeployment:
         self._log_files[component] = log_file
         self.processes[component] = subprocess.Popen(
             self._command(component),
-            env=self.env,
+            env=self.component_env(component),
             cwd=self.home,
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -230,46 +262,56 @@ class AirflowDeployment:
         return self.log_dir / (f"{component}.log" if starts == 1 else f"{component}-{starts}.log")
 
     def kill_component(self, component: str, sig: int = signal.SIGKILL, timeout: float = 30.0) -> None:
-        """Send ``sig`` to the component's whole process group and wait for its leader to exit."""
-        process = self.processes.get(component)
-        if process is None:
-            return
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, sig)
-            try:
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
-        # Children that outlived their leader (LocalExecutor workers, the triggerer's runner) go too.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
-        log_file = self._log_files.pop(component, None)
-        if log_file is not None:
-            log_file.close()
+        """Send ``sig`` to the component's process group and wait for its leader to exit; then SIGKILL
+        whatever is left of its process tree.
+
+        With SIGKILL the whole tree dies at once, as on a crashed host: Airflow starts task processes in
+        sessions of their own, so the group alone would leave them running. The component is forgotten:
+        :meth:`check_running` no longer looks at it, and :meth:`start_component` may start it again.
+        """
+        self._terminate([component], sig, timeout)
+        self.processes.pop(component, None)
 
     def stop(self) -> None:
         """Stop every component this deployment started (SIGTERM, then SIGKILL after a grace period)."""
-        for component in reversed(list(self.processes)):
-            self.kill_component(component, signal.SIGTERM, timeout=15.0)
+        self._terminate(list(reversed(self.processes)), signal.SIGTERM, timeout=15.0)
         self.processes.clear()
         atexit.unregister(self.stop)
+
+    def _terminate(self, components: list[str], sig: int, timeout: float) -> None:
+        """Signal the components all at once, give their leaders ``timeout`` seconds in all to exit, then
+        SIGKILL what is left of each process tree (LocalExecutor workers, the triggerer's runner, task
+        processes)."""
+        running = {c: self.processes[c] for c in components if c in self.processes}
+        # Taken now: once a leader is gone its children are re-parented and cannot be found from it.
+        trees = {component: _descendants(process.pid) for component, process in running.items()}
+        for component, process in running.items():
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, sig)
+                if sig == signal.SIGKILL:
+                    _kill_all(trees[component])
+        deadline = time.monotonic() + timeout
+        for component, process in running.items():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+            _kill_all(trees[component])
+            process.wait(timeout=10)
+            log_file = self._log_files.pop(component, None)
+            if log_file is not None:
+                log_file.close()
 
     def wait_until_healthy(self) -> None:
         """Wait for the api-server to answer and for the scheduler/triggerer/dag-processor heartbeats."""
         deadline = time.monotonic() + self.startup_timeout
-        wanted = {
-            "scheduler": "scheduler",
-            "triggerer": "triggerer",
-            "dag-processor": "dag_processor",
-        }
-        expected = [wanted[c] for c in self.components if c in wanted]
+        kinds = {component_kind(c) for c in self.components}
+        expected = [HEALTH_KEYS[kind] for kind in sorted(kinds) if kind in HEALTH_KEYS]
         last_error = "no answer yet"
         while time.monotonic() < deadline:
             self.check_running()
-            if "api-server" not in self.components:
+            if "api-server" not in kinds:
                 return  # nothing to ask; the processes are alive
             try:
                 health = self.api("GET", "/api/v2/monitor/health")
@@ -430,6 +472,20 @@ class AirflowDeployment:
             offset += limit
             if offset >= int(page.get("total_entries", 0)):
                 return
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return list(psutil.Process(pid).children(recursive=True))
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _kill_all(processes: Iterable[psutil.Process]) -> None:
+    """SIGKILL each process still alive (psutil checks that a PID was not reused)."""
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            process.kill()
 
 
 def _quote(value: str) -> str:
