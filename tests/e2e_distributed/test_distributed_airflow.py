@@ -304,10 +304,11 @@ def test_a_worker_killed_in_create_and_in_a_blocking_wait_leaves_one_run_per_tas
         return seen == [("running", crash_worker, True)] * 2
 
     wait_until(both_waiting_on_their_runs, 180, f"2 tasks waiting on their runs on {crash_worker}")
-    # The next two creates are held by the emulator until the worker is gone.
-    emulator.control.add_fault("create_run", "latency", seconds=600, count=2)
+    # The next two creates make their runs, then the emulator holds the answers until the worker is
+    # gone: the retries must find those runs, not make two more.
+    emulator.control.add_fault("create_run", "lose_answer", mode="timeout", seconds=600, count=2)
     creating = airflow.trigger_dag("e2e_worker_crash_create", {"count": 2, "seconds": 5})
-    wait_until(lambda: not emulator.control.faults(), 180, "both creates to reach the emulator")
+    wait_until(lambda: runs_created(emulator, slow) - created_before == 4, 180, "the held creates' runs")
     in_create = task_rows(airflow, "e2e_worker_crash_create", creating, "in_create").values()
     assert [(row["state"], row["hostname"]) for row in in_create] == [("running", crash_worker)] * 2
 

@@ -4,8 +4,8 @@ Only the worker the test kills (and its replacement) consume ``crash``, so every
 
 - ``e2e_worker_crash_blocking``: ``count`` runs of ``seconds`` each, waited on the worker
   (``deferrable=False``): killed in a blocking wait.
-- ``e2e_worker_crash_create``: ``count`` runs; the test holds their create requests at the emulator
-  while it kills the worker: killed in ``create``.
+- ``e2e_worker_crash_create``: ``count`` runs; the emulator makes them, then holds the answers to
+  their create requests while the test kills the worker: killed in ``create``, the runs made.
 
 Retries let Airflow's own recovery (the task heartbeat timeout) run the lost tries again; the operator
 must reattach to a run it created instead of creating another.
