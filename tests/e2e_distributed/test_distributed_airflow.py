@@ -111,21 +111,6 @@ def utc(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def clear_task(airflow: Any, dag_id: str, run_id: str, task_id: str) -> None:
-    """Clear one task instance the way the UI's "Clear" does."""
-    airflow.api(
-        "POST",
-        f"/api/v2/dags/{dag_id}/clearTaskInstances",
-        {
-            "dry_run": False,
-            "dag_run_id": run_id,
-            "task_ids": [task_id],
-            "only_failed": False,
-            "reset_dag_runs": True,
-        },
-    )
-
-
 def status_reads(emulator: Any) -> int:
     return sum(emulator.control.counters()["requests"].get("get_run_status", {}).values())
 
@@ -365,7 +350,7 @@ def test_clearing_a_waiting_task_stops_its_run_and_runs_the_task_again(airflow: 
     run_id = airflow.trigger_dag("e2e_clear", {"seconds": 30})
     first = defer_and_poll(airflow, emulator, "e2e_clear", run_id, "cleared_run")
 
-    clear_task(airflow, "e2e_clear", run_id, "cleared_run")
+    airflow.clear_task_instances("e2e_clear", run_id, ["cleared_run"])
 
     wait_until(lambda: stops(emulator).get(first), 60, f"a stop of run {first}")
     state = airflow.wait_for_dag_run("e2e_clear", run_id, timeout=180)
@@ -384,7 +369,7 @@ def test_clearing_a_successful_task_creates_a_new_run(airflow: Any, emulator: An
     assert airflow.wait_for_dag_run("e2e_clear", run_id, timeout=180) == "success"
     first = task_rows(airflow, "e2e_clear", run_id, "cleared_run")[-1]["noxus_run"]
 
-    clear_task(airflow, "e2e_clear", run_id, "cleared_run")
+    airflow.clear_task_instances("e2e_clear", run_id, ["cleared_run"])
 
     state = airflow.wait_for_dag_run("e2e_clear", run_id, timeout=180)
     row = task_rows(airflow, "e2e_clear", run_id, "cleared_run")[-1]
