@@ -112,7 +112,9 @@ def utc(text: str) -> datetime:
 
 
 def status_reads(emulator: Any) -> int:
-    return sum(emulator.control.counters()["requests"].get("get_run_status", {}).values())
+    """Status reads of any kind: the triggerers' shared list pages and per-run reads."""
+    requests = emulator.control.counters()["requests"]
+    return sum(sum(requests.get(endpoint, {}).values()) for endpoint in ("list_runs", "get_run_status"))
 
 
 def defer_and_poll(airflow: Any, emulator: Any, dag_id: str, run_id: str, task_id: str) -> str:
