@@ -207,10 +207,9 @@ class StatusWatcher:
     async def _read_list(self, client: NoxusAsyncClient, unseen: set[str]) -> None:
         """Read list pages until no due run is unseen or the budget is spent; answer what is seen."""
         due = list(unseen)
-        budget = self._page_budget(due)
+        budget, budgeted_total = self._page_budget(due), self._listed_total
         page = 1
         while unseen and page <= budget:
-            listed_before = self._listed_total
             envelope = await client.a_list_runs(
                 self.workflow_id, page=page, size=PAGE_SIZE, policy=SINGLE_ATTEMPT
             )
@@ -239,9 +238,15 @@ class StatusWatcher:
             pages = envelope.get("pages")
             if not items or (isinstance(pages, int) and page >= pages):
                 return
-            if page == 1 and self._listed_total != listed_before:
-                # Runs were created since the last read: those waited on moved down the list.
-                budget = self._page_budget(due)
+            if self._listed_total != budgeted_total:
+                # Runs were created since the budget was set: those waited on moved down the list. The
+                # first page tells by how much since the last round; later, the runs created meanwhile
+                # push every unread run down alike.
+                if page == 1:
+                    budget = self._page_budget(due)
+                else:
+                    budget += math.ceil((self._listed_total - budgeted_total) / size)
+                budgeted_total = self._listed_total
             page += 1
 
     def _page_budget(self, due: Iterable[str]) -> int:
