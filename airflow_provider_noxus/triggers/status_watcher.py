@@ -238,6 +238,10 @@ class StatusWatcher:
             pages = envelope.get("pages")
             if not items or (isinstance(pages, int) and page >= pages):
                 return
+            if page >= budget and isinstance(pages, int) and pages - page < len(unseen):
+                # The rest of the list costs fewer requests than the runs still unseen, one by one
+                # (a fan-out's runs deeper than its first triggers could tell).
+                budget = pages
             if self._listed_total != budgeted_total:
                 # Runs were created since the budget was set: those waited on moved down the list. The
                 # first page tells by how much since the last round; later, the runs created meanwhile

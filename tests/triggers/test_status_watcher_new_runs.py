@@ -1,5 +1,6 @@
-"""The shared status watcher while new runs of its workflow are created: the runs it waits on move down
-the run list (newest first), and its list reads follow them instead of reading each run on its own.
+"""The shared status watcher finding the runs it waits on deep in the run list (newest first): runs
+pushed down by newer ones, and a fan-out's runs older than its first pages. Its list reads follow
+them instead of reading each run on its own.
 """
 
 from __future__ import annotations
@@ -49,4 +50,26 @@ async def test_runs_pushed_down_the_list_by_newer_runs_are_still_read_from_the_l
     # The first round: one page. The second: the first page (which tells how many runs were created
     # since), then the pages down to where the runs now are.
     assert requests_to(emu, "list_runs") == 1 + 3
+    assert StatusWatchers.active() == []
+
+
+async def test_due_runs_deeper_than_the_budget_are_listed_when_the_rest_of_the_list_costs_less(
+    emu: Any,
+) -> None:
+    hook = NoxusHook()
+    workflow_id = emu.control.workflow_id("slow")
+    runs = [hook.create_run(workflow_id, {"seconds": 60})["id"] for _ in range(250)]
+    oldest = runs[:60]  # positions 190-249: ten on the second page, fifty on the third (and last)
+    async with (
+        hook.async_client() as client,
+        StatusWatchers.join(client.settings, workflow_id) as watcher,
+    ):
+        reads = (watcher.next_status(run_id, INTERVAL_S) for run_id in oldest)
+        seen = await asyncio.wait_for(asyncio.gather(*reads), 20)
+        for run_id in oldest:
+            watcher.forget(run_id)
+    assert [run["id"] for run in seen] == oldest
+    # Their number asks for two pages; the third costs one request instead of fifty.
+    assert requests_to(emu, "list_runs") == 3
+    assert requests_to(emu, "get_run_status") == 0
     assert StatusWatchers.active() == []
