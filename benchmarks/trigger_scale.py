@@ -1,25 +1,40 @@
 """Waiting on thousands of Noxus runs in one process: our trigger against the alternatives.
 
 The emulator runs in its own process (and, for ``HttpSensorTrigger``, the status proxy of
-:mod:`status_proxy` in another); each configuration runs in a fresh driver process
-(:mod:`trigger_driver`) against the same workload: N runs of the emulator's ``slow`` workflow whose
-lengths are drawn uniformly from a span (the same draw for every configuration of one N), so that
-they end at random times. What each row holds:
+:mod:`status_proxy` in another); each case runs in a fresh driver process (:mod:`trigger_driver`)
+against the same workload: N runs of the emulator's ``slow`` workflow (or of its copies, for runs
+spread over several workflows) whose lengths are drawn uniformly from a span (the same draw for every
+case of one N), so that they end at random times. Runs *arrive* as a fan-out's do: each is created
+and handed to the driver at once, which starts its waiter, one by one over ``spread`` seconds, or all
+at once for a burst (created first, then handed over together). What each row holds:
 
-- ``checks``: status reads the emulator answered (``GET /v1/runs/{id}`` and
-  ``GET /v1/workflows/{wid}/runs/{id}``, from its request counters); for ``stream`` they are the
-  fallback polls, and ``stream_connections`` counts the event-stream requests;
-- ``cpu_s``: user+sys CPU of the driver process while it waited; ``cpu_per_check_us`` and
-  ``cpu_per_run_ms`` divide it;
+- ``api_requests``: requests the emulator answered to the waiters, from its counters: ``list_pages``
+  (``GET /v1/workflows/{wid}/runs``), ``run_reads`` (``GET /v1/runs/{id}`` and
+  ``GET /v1/workflows/{wid}/runs/{id}``) and ``stream_requests``; ``watcher_pages_read`` and
+  ``watcher_runs_read`` are the shared watchers' own counts, ``watchers_peak`` the most alive at once;
+- ``requests_per_run_interval``: ``api_requests`` / (the time each run was waited on, from its
+  waiter's start to its event, summed, in poll intervals); ``requests_per_interval`` is that times
+  N; ``request_windows``: the requests of each interval (the emulator's counters sampled every
+  interval), the runs waited on and the waits that ended in it; ``requests_peak_per_interval`` and
+  ``request_allowance_max_ratio`` (the worst interval against N/50 plus the waits that ended in it);
+- ``cpu_s``: user+sys CPU of the driver process from the first arrival to the last event;
+  ``cpu_per_run_ms`` (per waiting run), ``cpu_per_run_minute_ms`` (per minute of waiting) and
+  ``cpu_per_request_us`` divide it; ``cpu_steady_per_run_interval_us`` and
+  ``requests_steady_per_run_interval`` are the same after the start window (the last arrival plus
+  two intervals), and ``cpu_start_per_run_ms`` is the start window's CPU beyond that steady rate, per
+  run (starting a waiter);
 - ``rss_per_run_kb``: (peak RSS - RSS before the first waiter) / N;
-- ``lag_*_ms``: how late a 0.1 s sleep woke on the driver's loop; ``lag_spikes_ms``: [seconds
-  since the first waiter started, lag] of each lag over 50 ms; ``blocked_warnings``: the triggerer
-  watchdog's warnings (a stall over 0.2 s); ``full_gc_*``: full garbage collections and the longest;
+- ``lag_*_ms``: how late a 0.1 s sleep woke on the driver's loop; ``start_lag_*_ms`` the same from
+  the first arrival to two intervals after the last; ``lag_spikes_ms``: [seconds since the
+  measurement began, lag] of each lag over 50 ms; ``blocked_warnings``: the triggerer watchdog's
+  warnings (a stall over 0.2 s); ``full_gc_*``: full garbage collections and the longest;
+  ``gc_ms_by_generation``: the time spent in collections of each generation;
 - ``wake_*_ms``: from the run's ``finished_at`` (emulator clock, same machine) to the event;
 - ``connections_opened``: TCP connections the driver opened; ``peak_fds``: its open files at peak;
 - ``errors``: failed waits, non-2xx answers from the emulator, unreadable upstream reads of the proxy.
 
-Used by ``benchmarks/run_all.py``; run alone with ``python benchmarks/trigger_scale.py --quick``.
+Used by ``benchmarks/run_all.py``; run alone with ``python benchmarks/trigger_scale.py --config
+poll_shared --config raw_shared --n 1000 [--workflows 10] [--burst]``.
 """
 
 from __future__ import annotations
