@@ -28,6 +28,9 @@ COLUMNS = (
     ("ms/run", "cpu_per_run_ms", "{:.2f}"),
     ("ms/run-min", "cpu_per_run_minute_ms", "{:.2f}"),
     ("µs/req", "cpu_per_request_us", "{:.0f}"),
+    ("µs/run-int steady", "cpu_steady_per_run_interval_us", "{:.0f}"),
+    ("start ms/run", "cpu_start_per_run_ms", "{:.2f}"),
+    ("GC s", "gc_s", "{:.1f}"),
     ("KB RSS/run", "rss_per_run_kb", "{:.1f}"),
     ("lag p50", "lag_p50_ms", "{:.1f}"),
     ("lag p99", "lag_p99_ms", "{:.1f}"),
@@ -215,7 +218,7 @@ def earlier_goals(rows: list[dict[str, Any]]) -> list[Goal]:
 
 #: The chart's panels: (title, row key, y label, log scale).
 PANELS: tuple[tuple[str, str, str, bool], ...] = (
-    ("CPU per waiting run", "cpu_per_run_ms", "ms of CPU (whole wait)", True),
+    ("CPU per waiting run", "cpu_per_run_ms", "ms of CPU (whole wait)", False),
     ("API requests per interval", "requests_per_interval", "requests per poll interval", True),
     ("Event-loop lag p99", "lag_p99_ms", "ms", True),
 )
@@ -255,6 +258,8 @@ def chart(rows: list[dict[str, Any]], path: Path) -> None:
         axes.set_xscale("log")
         if log:
             axes.set_yscale("log")
+        else:
+            axes.set_ylim(bottom=0)
         axes.set_xticks(sizes, [f"{size:,}" for size in sizes])
         axes.minorticks_off()
         axes.grid(True, alpha=0.3)

@@ -28,7 +28,7 @@ at once for a burst (created first, then handed over together). What each row ho
   the first arrival to two intervals after the last; ``lag_spikes_ms``: [seconds since the
   measurement began, lag] of each lag over 50 ms; ``blocked_warnings``: the triggerer watchdog's
   warnings (a stall over 0.2 s); ``full_gc_*``: full garbage collections and the longest;
-  ``gc_ms_by_generation``: the time spent in collections of each generation;
+  ``gc_ms_by_generation``: the (wall) time spent in collections of each generation, ``gc_s`` its sum;
 - ``wake_*_ms``: from the run's ``finished_at`` (emulator clock, same machine) to the event;
 - ``connections_opened``: TCP connections the driver opened; ``peak_fds``: its open files at peak;
 - ``errors``: failed waits, non-2xx answers from the emulator, unreadable upstream reads of the proxy.
@@ -565,6 +565,7 @@ def summarize(
         "full_gc_count": driven["full_gc_count"],
         "full_gc_max_ms": round(driven["full_gc_max_ms"], 1),
         "gc_ms_by_generation": [round(ms) for ms in driven["gc_ms_by_generation"]],
+        "gc_s": round(sum(driven["gc_ms_by_generation"]) / 1000, 2),
         "wake_p50_ms": rounded(wake_p50, 1),
         "wake_p99_ms": rounded(wake_p99, 1),
         "connections_opened": driven["connections_opened"],
