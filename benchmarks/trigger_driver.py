@@ -534,6 +534,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--gc-freeze", action="store_true", help="gc.freeze() after the imports (not what a triggerer does)"
     )
+    parser.add_argument(
+        "--gc-off", action="store_true", help="no garbage collection at all (a diagnostic: what it costs)"
+    )
     args = parser.parse_args(argv)
 
     measurements = Measurements()
@@ -542,6 +545,8 @@ def main(argv: list[str] | None = None) -> int:
     quiet_logging(measurements)
     import aiohttp  # noqa: F401  (imported before the baseline, in every configuration)
 
+    if args.gc_off:
+        gc.disable()
     if args.gc_freeze:
         gc.collect()
         gc.freeze()

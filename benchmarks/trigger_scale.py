@@ -142,6 +142,7 @@ class Plan:
     :param spread: seconds over which the runs of a case that is not a burst arrive.
     :param profile_dir: sample each driver with py-spy into this directory (collapsed stacks, CPU only).
     :param gc_freeze: move everything the driver imported out of the garbage collector's reach first.
+    :param gc_off: no garbage collection in the drivers (a diagnostic: what collections cost).
     :param count_objects: count the collector's objects per waiting run (a diagnostic: costs CPU once).
     """
 
@@ -152,6 +153,7 @@ class Plan:
     seed: int = 20261128
     profile_dir: Path | None = None
     gc_freeze: bool = False
+    gc_off: bool = False
     count_objects: bool = False
 
 
@@ -387,6 +389,7 @@ def run_case(
     if proxy_url:
         args += ["--proxy-url", proxy_url]
     args += ["--gc-freeze"] if plan.gc_freeze else []
+    args += ["--gc-off"] if plan.gc_off else []
     args += ["--count-objects"] if plan.count_objects else []
     if plan.profile_dir is not None:
         py_spy = str(Path(sys.executable).with_name("py-spy"))
@@ -616,6 +619,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=5.0)
     parser.add_argument("--profile", type=Path, help="directory for py-spy profiles of the drivers")
     parser.add_argument("--gc-freeze", action="store_true", help="gc.freeze() in the drivers after imports")
+    parser.add_argument("--gc-off", action="store_true", help="no garbage collection in the drivers")
     parser.add_argument("--count-objects", action="store_true", help="count objects per run (diagnostic)")
     args = parser.parse_args(argv)
     configs = args.config or ["poll_shared", "raw_shared"]
@@ -630,6 +634,7 @@ def main(argv: list[str] | None = None) -> int:
         spread=args.interval,
         profile_dir=args.profile,
         gc_freeze=args.gc_freeze,
+        gc_off=args.gc_off,
         count_objects=args.count_objects,
     )
     rows = run_plan(plan)
