@@ -14,6 +14,7 @@ import math
 import socket
 import struct
 import uuid
+from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -172,13 +173,19 @@ def page_params(request: web.Request) -> tuple[int, int]:
 def page_envelope(items: list[Any], page: int, size: int) -> dict[str, Any]:
     """One page of ``items`` in the envelope ``{"items", "total", "page", "size", "pages"}``."""
     start = (page - 1) * size
-    return {
-        "items": items[start : start + size],
-        "total": len(items),
-        "page": page,
-        "size": size,
-        "pages": math.ceil(len(items) / size),
-    }
+    return envelope(items[start : start + size], len(items), page, size)
+
+
+def newest_first_page(oldest_first: list[Any], page: int, size: int) -> tuple[list[Any], int]:
+    """The items of one page of ``oldest_first`` read from its end (newest first), and the total;
+    without copying the whole list."""
+    end = max(0, len(oldest_first) - (page - 1) * size)
+    return oldest_first[max(0, end - size) : end][::-1], len(oldest_first)
+
+
+def envelope(page_items: list[Any], total: int, page: int, size: int) -> dict[str, Any]:
+    """The page envelope of ``page_items``, page ``page`` of ``total`` items."""
+    return {"items": page_items, "total": total, "page": page, "size": size, "pages": math.ceil(total / size)}
 
 
 class InjectedReset(Exception):
@@ -214,6 +221,9 @@ class Emulator:
                 masked_key=mask_key(key),
             )
         self.runs: dict[str, Run] = {}
+        #: The runs of each (workflow id, workspace group id), oldest first: a page of the run list
+        #: costs the page, not a scan of every run.
+        self.listed_runs: defaultdict[tuple[str, str], list[Run]] = defaultdict(list)
         self.files = FileStore(settings.allow_loopback_urls)
         self.faults = FaultRegistry()
         for fault in settings.faults:
@@ -523,6 +533,7 @@ class Emulator:
             single_node_id=body.get("single_node_id"),
         )
         self.runs[run.id] = run
+        self.listed_runs[(workflow.id, workspace.group_id)].append(run)
         self.counters.runs_created[workflow.id] += 1
         self.engine.start(run)
         return run
@@ -627,10 +638,8 @@ class Emulator:
         page, size = page_params(request)
         workflow = self._workflow(request.match_info["workflow_id"])
         group_id = self._workspace(request).group_id
-        runs = [r for r in reversed(self.runs.values()) if r.workflow is workflow and r.group_id == group_id]
-        envelope = page_envelope(runs, page, size)
-        envelope["items"] = [run.to_json() for run in envelope["items"]]
-        return json_response(envelope)
+        runs, total = newest_first_page(self.listed_runs.get((workflow.id, group_id), []), page, size)
+        return json_response(envelope([run.to_json() for run in runs], total, page, size))
 
     async def stop_run(self, request: web.Request) -> web.StreamResponse:
         """``POST /v1/runs/{run_id}/stop``: stop it (a final run stays as it is); the run after the stop."""
@@ -847,6 +856,7 @@ class Emulator:
         for task in self._webhook_tasks:
             task.cancel()
         self.runs.clear()
+        self.listed_runs.clear()
         self.files.files.clear()
         self.faults.clear()
         self.counters = Counters()

@@ -18,6 +18,7 @@ to the next round (after three such rounds in a row, the runs are read one by on
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import math
@@ -82,7 +83,11 @@ class StatusWatcher:
         self.runs_read = 0
         self._readers: dict[str, list[_Reader]] = {}
         self._answered_at: dict[str, float] = {}
-        self._position: dict[str, int] = {}
+        #: Where each run was last seen in the list, and how many runs the list held then. New runs
+        #: are added at its top: a run seen at position p of t runs is now at p + (total now - t).
+        self._position: dict[str, tuple[int, int]] = {}
+        #: How many runs the list held at the last page read (0 while the server has not said).
+        self._listed_total = 0
         #: Runs per page as the server last said (it may serve fewer than asked).
         self._page_size = PAGE_SIZE
         self._list_failures = 0
@@ -200,7 +205,8 @@ class StatusWatcher:
 
     async def _read_list(self, client: NoxusAsyncClient, unseen: set[str]) -> None:
         """Read list pages until no due run is unseen or the budget is spent; answer what is seen."""
-        budget = self._page_budget(unseen)
+        due = list(unseen)
+        budget, budgeted_total = self._page_budget(due), self._listed_total
         page = 1
         while unseen and page <= budget:
             envelope = await client.a_list_runs(
@@ -215,11 +221,14 @@ class StatusWatcher:
                 )
             used_size = envelope.get("size")
             size = self._page_size = used_size if isinstance(used_size, int) and used_size > 0 else PAGE_SIZE
+            total = envelope.get("total")
+            if isinstance(total, int) and total >= 0:
+                self._listed_total = total
             for index, run in enumerate(items):
                 run_id = run.get("id") if isinstance(run, Mapping) else None
                 if not isinstance(run_id, str) or run_id not in self._readers:
                     continue
-                self._position[run_id] = (page - 1) * size + index
+                self._position[run_id] = ((page - 1) * size + index, self._listed_total)
                 if run_id in unseen:
                     unseen.discard(run_id)
                     self._answer(run_id, run)
@@ -228,6 +237,19 @@ class StatusWatcher:
             pages = envelope.get("pages")
             if not items or (isinstance(pages, int) and page >= pages):
                 return
+            if page >= budget and isinstance(pages, int) and pages - page < len(unseen):
+                # The rest of the list costs fewer requests than the runs still unseen, one by one
+                # (a fan-out's runs deeper than its first triggers could tell).
+                budget = pages
+            if self._listed_total != budgeted_total:
+                # Runs were created since the budget was set: those waited on moved down the list. The
+                # first page tells by how much since the last round; later, the runs created meanwhile
+                # push every unread run down alike.
+                if page == 1:
+                    budget = self._page_budget(due)
+                else:
+                    budget += math.ceil((self._listed_total - budgeted_total) / size)
+                budgeted_total = self._listed_total
             page += 1
 
     def _page_budget(self, due: Iterable[str]) -> int:
@@ -236,15 +258,21 @@ class StatusWatcher:
         due = list(due)
         least = math.ceil(len(due) / self._page_size) + PAGE_MARGIN
         known_pages = sorted(
-            self._position[run_id] // self._page_size for run_id in due if run_id in self._position
+            self._now_at(run_id) // self._page_size for run_id in due if run_id in self._position
         )
 
         def cost(pages: int) -> int:
-            return pages + sum(1 for page in known_pages if page >= pages)
+            return pages + len(known_pages) - bisect.bisect_left(known_pages, pages)
 
         deeper = {page + 1 + PAGE_MARGIN for page in known_pages} - set(range(least + 1))
         candidates = [least, *deeper]
         return min(candidates, key=lambda pages: (cost(pages), pages))
+
+    def _now_at(self, run_id: str) -> int:
+        """Where ``run_id`` is in the list now, as far as the last page read tells: where it was seen,
+        moved down by the runs created since."""
+        position, total_then = self._position[run_id]
+        return position + max(0, self._listed_total - total_then)
 
     async def _read_one_by_one(self, client: NoxusAsyncClient, run_ids: Iterable[str]) -> None:
         at_once = asyncio.Semaphore(PER_RUN_READS_AT_ONCE)

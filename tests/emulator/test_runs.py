@@ -260,9 +260,14 @@ def test_list_runs_newest_first_in_the_page_envelope(api: Api) -> None:
         api.url(f"/v1/workflows/{api.wid('echo')}/runs"), params={"size": 2, "page": 2}
     ).json()
 
+    past_the_end = api.session.get(
+        api.url(f"/v1/workflows/{api.wid('echo')}/runs"), params={"size": 2, "page": 3}
+    ).json()
+
     assert (page["total"], page["page"], page["size"], page["pages"]) == (3, 1, 2, 2)
     assert [r["id"] for r in page["items"] + page2["items"]] == ids[::-1]
     assert "output" not in page["items"][0]
+    assert (past_the_end["items"], past_the_end["total"], past_the_end["pages"]) == ([], 3, 2)
 
 
 @pytest.mark.parametrize(
