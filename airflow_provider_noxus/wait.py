@@ -218,6 +218,17 @@ class ReadStatus:
 
 
 @dataclass(frozen=True)
+class AwaitStatus:
+    """Wait for the run's status to change (the first time: for its status), as a shared watcher tells,
+    for at most ``timeout`` seconds (``inf``: no limit)."""
+
+    timeout: float
+
+    def perform(self, io: Any) -> Any:
+        return io.await_status(self.timeout)
+
+
+@dataclass(frozen=True)
 class OpenStream:
     """Open the run's event stream after ``last_event_id``, each read bounded by ``timeout`` seconds
     (a failure to open shows on the first :class:`ReadStream`)."""
@@ -239,7 +250,7 @@ class ReadStream:
         return io.read_stream(self.timeout)
 
 
-WaitAction = Finish | Sleep | ReadStatus | OpenStream | ReadStream
+WaitAction = Finish | Sleep | ReadStatus | AwaitStatus | OpenStream | ReadStream
 
 
 # --------------------------------------------------------------------------------------------
@@ -323,8 +334,9 @@ class RunWait:
     :param max_backoff: cap of the wait after errors (the connection's ``max_backoff``).
     :param last_event_id: resume the event stream after this id.
     :param on_polling: called once when the wait stops streaming (to free a streaming slot).
-    :param paced_reads: a status read waits for its turn by itself (the triggerer's shared watcher
-        answers each run once per poll interval): when polling, read again as soon as a read answers.
+    :param watched: while polling, ask a watcher to tell when the status changes
+        (:class:`AwaitStatus`: the triggerer's shared status checks, which read every run once per poll
+        interval) instead of reading it every poll interval (:class:`ReadStatus`).
     """
 
     def __init__(
@@ -341,7 +353,7 @@ class RunWait:
         max_backoff: float,
         last_event_id: str | None = None,
         on_polling: Callable[[], None] | None = None,
-        paced_reads: bool = False,
+        watched: bool = False,
     ) -> None:
         self.run_id = run_id
         self.workflow_id = workflow_id
@@ -358,7 +370,7 @@ class RunWait:
             backoff_initial=options.poll_interval,
             backoff_max=max(options.poll_interval, min(max_backoff, MAX_WAIT_BACKOFF_S)),
         )
-        self._paced_reads = paced_reads
+        self._watched = watched
         self._status_check_interval = self._poll_period(stream)
         self._on_polling = on_polling
         self._outcome: WaitOutcome | None = None
@@ -402,9 +414,9 @@ class RunWait:
             return seconds if remaining is None else min(seconds, remaining)
 
         if now >= self._next_status_read:
-            # A paced read also waits for its turn: up to a poll interval, and a round of reads.
-            turn = self.options.poll_interval + self._request_timeout if self._paced_reads else 0.0
-            return ReadStatus(bounded(self._request_timeout + turn))
+            if self._watched and not self._streaming:
+                return AwaitStatus(bounded(math.inf))
+            return ReadStatus(bounded(self._request_timeout))
         if not self._streaming:
             return Sleep(bounded(self._next_status_read - now))
         if self._stream_open:
@@ -419,7 +431,7 @@ class RunWait:
 
     def report(self, action: WaitAction, result: Any = None, error: BaseException | None = None) -> None:
         """What came of performing ``action``: its ``result``, or the ``error`` it raised."""
-        if isinstance(action, ReadStatus):
+        if isinstance(action, (ReadStatus, AwaitStatus)):
             if error is not None:
                 self.status_failed(error)
             else:
@@ -493,7 +505,7 @@ class RunWait:
         """Seconds from a status read to the next one: while streaming, the cross-check period."""
         if stream:
             return self.options.poll_interval * STATUS_CHECK_EVERY_POLL_INTERVALS
-        return 0.0 if self._paced_reads else self.options.poll_interval
+        return 0.0 if self._watched else self.options.poll_interval
 
     def _past_deadline(self) -> bool:
         """Whether the deadline has passed (a failure then is the deadline's, not worth a retry)."""

@@ -27,6 +27,7 @@ from airflow_provider_noxus.protocol import RunEvent
 from airflow_provider_noxus.wait import (
     STATUS_CHECK_EVERY_POLL_INTERVALS,
     STREAM_FAILURES_BEFORE_POLLING,
+    AwaitStatus,
     Finish,
     OpenStream,
     ReadStatus,
@@ -329,3 +330,19 @@ def test_an_open_but_silent_stream_is_cross_checked_by_status(clock: Clock, log:
     wait.next_action()
     wait.status_read({"status": "completed"})
     assert wait.next_action().outcome.status == "success"  # type: ignore[union-attr]
+
+
+def test_a_watched_wait_is_told_of_changes_instead_of_reading_each_interval(clock: Clock, log: Log) -> None:
+    wait = make_wait(clock, log, watched=True)
+    assert wait.next_action() == AwaitStatus(math.inf), "no deadline: wait for the change as long as it takes"
+    wait.status_read({"status": "running"})
+    assert wait.next_action() == AwaitStatus(math.inf), "at once: the watcher paces the checks"
+    wait.status_failed(NoxusServerError("down", status_code=503))
+    assert isinstance(wait.next_action(), Sleep), "errors still back off"
+    bounded = make_wait(clock, log, watched=True, deadline=clock.now + 7.0)
+    assert bounded.next_action() == AwaitStatus(7.0)
+    streaming = make_wait(clock, log, watched=True, stream=True)
+    streaming.next_action()
+    clock.now += POLL * STATUS_CHECK_EVERY_POLL_INTERVALS
+    streaming.stream_read([])
+    assert streaming.next_action() == ReadStatus(30.0), "a stream's cross-check is a read of its own"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import mimetypes
 import os
 import time
@@ -57,8 +58,9 @@ WaitStrategy = Literal["auto", "stream", "poll"]
 SINGLE_ATTEMPT = protocol.RetryPolicy(max_attempts=1)
 #: The frames of one chunk of an event stream (none for a keep-alive).
 EventBatch = list[protocol.RunEvent]
-#: ``read_status(timeout)``: the run object, when it is the run's turn.
-StatusReader = Callable[[float], Awaitable[Mapping[str, Any]]]
+#: ``watch(after)``: the run object once it differs from ``after`` (the last one seen; None: at once),
+#: as a shared watcher reading the run every poll interval tells.
+StatusWatch = Callable[[Mapping[str, Any] | None], Awaitable[Mapping[str, Any]]]
 
 
 def _me_without_key(record: dict[str, Any], api_key: str) -> dict[str, Any]:
@@ -513,15 +515,15 @@ class NoxusAsyncClient:
         stream: bool,
         last_event_id: str | None = None,
         on_polling: Callable[[], None] | None = None,
-        read_status: StatusReader | None = None,
+        watch_status: StatusWatch | None = None,
     ) -> WaitOutcome:
         """Wait for the run in this event loop; the same wait as :meth:`NoxusHook.wait`.
 
         :param deadline: epoch seconds (``time.time``) at which the outcome is ``timeout``.
         :param stream: follow the event stream (else poll from the start).
         :param on_polling: called once if the wait gives up streaming for polling.
-        :param read_status: ``read_status(timeout)`` reads the run's status when it is its turn (the
-            triggerer's shared watcher); default one ``GET /v1/runs/{id}`` per poll interval.
+        :param watch_status: tells when the run's status changes, while polling (the triggerer's shared
+            watcher); default one ``GET /v1/runs/{id}`` per poll interval.
         """
         wait = RunWait(
             run_id,
@@ -535,9 +537,9 @@ class NoxusAsyncClient:
             max_backoff=self.settings.retry_policy.backoff_max,
             last_event_id=last_event_id,
             on_polling=on_polling,
-            paced_reads=read_status is not None,
+            watched=watch_status is not None,
         )
-        return await adrive(wait, _AsyncWaitIO(self, run_id, read_status))
+        return await adrive(wait, _AsyncWaitIO(self, run_id, watch_status))
 
 
 class _BlockingWaitIO:
@@ -578,18 +580,23 @@ class _BlockingWaitIO:
 class _AsyncWaitIO:
     """The I/O of :meth:`NoxusAsyncClient.a_wait`: each step bounded by its timeout."""
 
-    def __init__(self, client: NoxusAsyncClient, run_id: str, read_status: StatusReader | None) -> None:
+    def __init__(self, client: NoxusAsyncClient, run_id: str, watch_status: StatusWatch | None) -> None:
         self._client = client
         self._run_id = run_id
-        self._read_status = read_status
+        self._watch_status = watch_status
+        self._last_seen: Mapping[str, Any] | None = None
         self._stream: AsyncGenerator[EventBatch, None] | None = None
 
     async def sleep(self, seconds: float) -> None:
         await self._client._transport.sleep(seconds)
 
+    async def await_status(self, timeout: float) -> Mapping[str, Any]:
+        assert self._watch_status is not None, "a wait without a watcher is never told to await"
+        bound = None if math.isinf(timeout) else timeout
+        self._last_seen = await asyncio.wait_for(self._watch_status(self._last_seen), bound)
+        return self._last_seen
+
     async def read_status(self, timeout: float) -> Mapping[str, Any]:
-        if self._read_status is not None:
-            return await asyncio.wait_for(self._read_status(timeout), timeout)
         request = protocol.get_run_status_request(self._run_id, timeout=timeout)
         call = self._client._transport.call_json(request, policy=SINGLE_ATTEMPT)
         return await asyncio.wait_for(call, timeout)

@@ -22,7 +22,7 @@ from airflow_provider_noxus._compat import (
 )
 from airflow_provider_noxus.connection import CONNECTION_CACHE
 from airflow_provider_noxus.exceptions import NoxusAuthError, NoxusError
-from airflow_provider_noxus.hooks.noxus import NoxusAsyncClient, NoxusHook, StatusReader
+from airflow_provider_noxus.hooks.noxus import NoxusAsyncClient, NoxusHook, StatusWatch
 from airflow_provider_noxus.protocol import check_id
 from airflow_provider_noxus.triggers.status_watcher import StatusWatcher, StatusWatchers
 from airflow_provider_noxus.wait import OUTCOME_ERROR, WaitOptions, WaitOutcome
@@ -153,7 +153,7 @@ class NoxusRunTrigger(BaseTrigger):
                 NoxusHook(self.noxus_conn_id).async_client() as client,
                 contextlib.AsyncExitStack() as watching,
             ):
-                shared_reads = self._shared_reads(client, watching) if self.shared_status_checks else None
+                watch = self._shared_watch(client, watching) if self.shared_status_checks else None
                 with StreamingTriggers.slot(self.options.strategy) as slot:
                     outcome = await client.a_wait(
                         self.workflow_id,
@@ -164,7 +164,7 @@ class NoxusRunTrigger(BaseTrigger):
                         stream=slot.held,
                         last_event_id=self.last_event_id,
                         on_polling=slot.release,
-                        read_status=shared_reads,
+                        watch_status=watch,
                     )
         except AirflowNotFoundException as error:
             outcome = self._error(f"Noxus connection {self.noxus_conn_id!r} not found: {error}", error)
@@ -174,12 +174,12 @@ class NoxusRunTrigger(BaseTrigger):
             CONNECTION_CACHE.forget(self.noxus_conn_id)
         yield TriggerEvent(outcome.to_event())
 
-    def _shared_reads(self, client: NoxusAsyncClient, watching: contextlib.AsyncExitStack) -> StatusReader:
-        """Status reads through the watcher of this workflow, joined at the first read and left when
+    def _shared_watch(self, client: NoxusAsyncClient, watching: contextlib.AsyncExitStack) -> StatusWatch:
+        """Status changes told by the watcher of this workflow, joined at the first use and left when
         ``watching`` closes."""
         watcher: StatusWatcher | None = None
 
-        async def read(timeout: float) -> Mapping[str, Any]:
+        async def watch(after: Mapping[str, Any] | None) -> Mapping[str, Any]:
             nonlocal watcher
             if watcher is None:
                 watcher = await watching.enter_async_context(
@@ -192,9 +192,9 @@ class NoxusRunTrigger(BaseTrigger):
                     self.run_id,
                     self.workflow_id,
                 )
-            return await watcher.next_status(self.run_id, self.options.poll_interval)
+            return await watcher.next_change(self.run_id, self.options.poll_interval, after)
 
-        return read
+        return watch
 
     def _error(self, message: str, error: BaseException) -> WaitOutcome:
         return WaitOutcome(

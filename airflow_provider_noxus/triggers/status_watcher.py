@@ -1,18 +1,20 @@
 """Shared status checks in the triggerer: one request for up to 100 waiting runs of a workflow.
 
 Triggers of one process that poll runs of the same connection and workflow share a
-:class:`StatusWatcher`. When some of its runs are due for a status read (each trigger asks once per
-its own poll interval), the watcher reads the workflow's run list, newest first, 100 runs a page,
-until every due run has been seen or a page budget is spent; the due runs it did not see get their
-own ``GET /v1/runs/{id}``. Whatever order the server lists in, every due run gets its status each
-round: the budget bounds the list reads, the per-run reads cover the rest. A fan-out's runs are among
-the workflow's newest, so a round usually costs one request per 100 waiting runs.
+:class:`StatusWatcher`. Its rounds come once per the shortest poll interval of its triggers; each round
+checks the runs due (each is checked once per its trigger's poll interval) by reading the workflow's
+run list, newest first, 100 runs a page, until every due run has been seen or a page budget is spent;
+the due runs it did not see get their own ``GET /v1/runs/{id}``. Whatever order the server lists in,
+every due run is checked each round: the budget bounds the list reads, the per-run reads cover the
+rest. A fan-out's runs are among the workflow's newest, so a round usually costs one request per 100
+waiting runs.
 
-A run seen in the list with a final status (or awaiting feedback) answers its trigger at once, even
-before its turn. The watcher is created with its first trigger and ends with its last; a cancelled
-trigger leaves it at once. A page that fails for a transient reason delays that round's unseen runs
-to the next round (after three such rounds in a row, the runs are read one by one); a refused key
-(401/403) is every waiting trigger's answer.
+A trigger is woken only when its run changes (its status, or the nodes running and done), including any
+run seen in a page before its turn: a trigger whose run goes on unchanged costs nothing but its share of
+a page. The watcher is created with its first trigger and ends with its last; a cancelled trigger leaves
+it at once. A page that fails for a transient reason delays that round's unseen runs to the next round
+(after three such rounds in a row, the runs are read one by one); a refused key (401/403) is every
+waiting trigger's answer.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ from airflow_provider_noxus._loop_shared import LoopShared
 from airflow_provider_noxus.connection import NoxusConnectionSettings
 from airflow_provider_noxus.exceptions import NoxusAuthError, NoxusError, NoxusProtocolError
 from airflow_provider_noxus.hooks.noxus import SINGLE_ATTEMPT, NoxusAsyncClient, open_async_client
-from airflow_provider_noxus.protocol import NoxusRunStatus
 from airflow_provider_noxus.wait import is_transient
 
 log = logging.getLogger(__name__)
@@ -43,26 +44,28 @@ PAGE_MARGIN = 1
 LIST_FAILURES_BEFORE_PER_RUN_READS = 3
 #: Per-run reads of one round in flight at once.
 PER_RUN_READS_AT_ONCE = 20
-#: How long a round waits for a burst of triggers (a fan-out) to join before it reads.
+#: How long the first round waits for a burst of triggers (a fan-out) to join before it reads.
 GATHER_S = 0.05
-#: Statuses that answer a trigger at once, before its turn: the wait ends (or may end) on them.
-WAKING_STATUSES = frozenset(
-    {
-        NoxusRunStatus.COMPLETED.value,
-        NoxusRunStatus.FAILED.value,
-        NoxusRunStatus.STOPPED.value,
-        NoxusRunStatus.AWAITING_HUMAN_FEEDBACK.value,
-    }
-)
+
+
+def run_signature(run: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What a waiting trigger is woken for: the run's status and the nodes running and done."""
+    details = run.get("progress_details")
+    nodes: list[Any] = []
+    if isinstance(details, Mapping):
+        for key in ("running_nodes", "executed_nodes"):
+            listed = details.get(key)
+            nodes.append(tuple(map(str, listed)) if isinstance(listed, list) else ())
+    return (run.get("status"), *nodes)
 
 
 @dataclass(eq=False)
 class _Reader:
-    """One trigger waiting for its run's next status."""
+    """One trigger waiting for its run to change."""
 
     run_id: str
-    due_at: float
     interval: float
+    after: tuple[Any, ...] | None
     answer: asyncio.Future[Mapping[str, Any]] = field(repr=False)
 
 
@@ -78,11 +81,14 @@ class StatusWatcher:
     def __init__(self, settings: NoxusConnectionSettings, workflow_id: str) -> None:
         self.settings = settings
         self.workflow_id = workflow_id
-        #: Request counts, for benchmarks and logs: list pages and per-run reads.
+        #: Counts, for benchmarks and tests: rounds that checked runs, list pages and per-run reads.
+        self.rounds = 0
         self.pages_read = 0
         self.runs_read = 0
         self._readers: dict[str, list[_Reader]] = {}
-        self._answered_at: dict[str, float] = {}
+        #: When each waited-on run was last checked, and what it looked like then.
+        self._checked_at: dict[str, float] = {}
+        self._last_seen: dict[str, Mapping[str, Any]] = {}
         #: Where each run was last seen in the list, and how many runs the list held then. New runs
         #: are added at its top: a run seen at position p of t runs is now at p + (total now - t).
         self._position: dict[str, tuple[int, int]] = {}
@@ -92,19 +98,23 @@ class StatusWatcher:
         self._page_size = PAGE_SIZE
         self._list_failures = 0
         self._list_usable = True
-        #: No round before this loop time (after a round whose list read failed).
-        self._not_before = -math.inf
+        #: When the next round starts (loop time); None while no trigger waits.
+        self._next_round: float | None = None
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     # ---- the triggers' side ----------------------------------------------------------------
 
-    async def next_status(self, run_id: str, interval: float) -> Mapping[str, Any]:
-        """The run as next seen: at its turn (``interval`` seconds after its previous answer, the
-        first at once) or as soon as it is seen final. Raises the error of a failed read."""
-        loop = asyncio.get_running_loop()
-        due_at = self._answered_at.get(run_id, -math.inf) + interval
-        reader = _Reader(run_id, due_at, interval, loop.create_future())
+    async def next_change(
+        self, run_id: str, interval: float, after: Mapping[str, Any] | None
+    ) -> Mapping[str, Any]:
+        """The run once it differs from ``after`` (status, nodes running and done; None: as soon as it is
+        first seen), checked once per ``interval`` seconds. Raises the error of a failed read."""
+        signature = None if after is None else run_signature(after)
+        seen = self._last_seen.get(run_id)
+        if seen is not None and run_signature(seen) != signature:
+            return seen  # it changed while nobody was waiting
+        reader = _Reader(run_id, interval, signature, asyncio.get_running_loop().create_future())
         self._readers.setdefault(run_id, []).append(reader)
         self._changed.set()
         try:
@@ -118,8 +128,8 @@ class StatusWatcher:
 
     def forget(self, run_id: str) -> None:
         """The trigger of ``run_id`` is done with it."""
-        self._answered_at.pop(run_id, None)
-        self._position.pop(run_id, None)
+        for table in (self._checked_at, self._last_seen, self._position):
+            table.pop(run_id, None)
 
     # ---- the rounds --------------------------------------------------------------------------
 
@@ -147,28 +157,36 @@ class StatusWatcher:
                     self._fail(self._all_readers(), failure)
 
     async def _until_due(self) -> None:
-        """Return when some reader is due (after a short gathering pause)."""
+        """Return at the next round: a tick of the shortest poll interval of the waiting triggers (the
+        first one shortly after the first trigger joins)."""
         loop = asyncio.get_running_loop()
         while True:
             self._changed.clear()
-            due_at = min((reader.due_at for reader in self._all_readers()), default=None)
-            if due_at is not None:
-                due_at = max(due_at, self._not_before)
-            if due_at is not None and due_at <= loop.time():
-                await asyncio.sleep(GATHER_S)
+            if self._readers and self._next_round is None:
+                self._next_round = loop.time() + GATHER_S
+            if self._next_round is not None and self._next_round <= loop.time():
                 return
-            timeout = None if due_at is None else due_at - loop.time()
+            timeout = None if self._next_round is None else self._next_round - loop.time()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout)
 
     async def _round(self, client: NoxusAsyncClient) -> None:
         loop = asyncio.get_running_loop()
         now = loop.time()
-        readers = list(self._all_readers())
+        readers = self._all_readers()
         if not readers:
+            self._next_round = None
             return
-        window = min(reader.interval for reader in readers) / 2
-        due = {reader.run_id for reader in readers if reader.due_at <= now + window}
+        tick = min(reader.interval for reader in readers)
+        self._next_round = max(now, (self._next_round or now) + tick)
+        due = {
+            reader.run_id
+            for reader in readers
+            if self._checked_at.get(reader.run_id, -math.inf) + reader.interval <= now + tick / 2
+        }
+        if not due:
+            return
+        self.rounds += 1
         unseen = set(due)
         listed = False
         if self._list_usable and self._list_failures < LIST_FAILURES_BEFORE_PER_RUN_READS:
@@ -187,7 +205,6 @@ class StatusWatcher:
                     self._list_usable = False
                 else:
                     self._list_failures += 1
-                    self._not_before = now + 2 * window
                     log.warning(
                         "Reading the run list of Noxus workflow %s failed (%s); the runs not seen wait for "
                         "the next round.",
@@ -229,11 +246,8 @@ class StatusWatcher:
                 if not isinstance(run_id, str) or run_id not in self._readers:
                     continue
                 self._position[run_id] = ((page - 1) * size + index, self._listed_total)
-                if run_id in unseen:
-                    unseen.discard(run_id)
-                    self._answer(run_id, run)
-                elif run.get("status") in WAKING_STATUSES:
-                    self._answer(run_id, run)
+                unseen.discard(run_id)
+                self._seen(run_id, run)
             pages = envelope.get("pages")
             if not items or (isinstance(pages, int) and page >= pages):
                 return
@@ -284,16 +298,19 @@ class StatusWatcher:
                 except NoxusError as error:
                     self._fail(self._readers.get(run_id, ()), error)
                 else:
-                    self._answer(run_id, run)
+                    self._seen(run_id, run)
                 finally:
                     self.runs_read += 1
 
         await asyncio.gather(*(read(run_id) for run_id in run_ids))
 
-    def _answer(self, run_id: str, run: Mapping[str, Any]) -> None:
-        self._answered_at[run_id] = asyncio.get_running_loop().time()
+    def _seen(self, run_id: str, run: Mapping[str, Any]) -> None:
+        """``run`` was just read: wake the triggers for which it changed."""
+        self._checked_at[run_id] = asyncio.get_running_loop().time()
+        self._last_seen[run_id] = run
+        signature = run_signature(run)
         for reader in self._readers.get(run_id, ()):
-            if not reader.answer.done():
+            if not reader.answer.done() and reader.after != signature:
                 reader.answer.set_result(run)
 
     @staticmethod
@@ -302,7 +319,7 @@ class StatusWatcher:
             if not reader.answer.done():
                 reader.answer.set_exception(error)
 
-    def _all_readers(self) -> Iterable[_Reader]:
+    def _all_readers(self) -> list[_Reader]:
         readers = (reader for readers in self._readers.values() for reader in readers)
         return [reader for reader in readers if not reader.answer.done()]
 
