@@ -258,6 +258,18 @@ WaitAction = Finish | Sleep | ReadStatus | AwaitStatus | OpenStream | ReadStream
 # --------------------------------------------------------------------------------------------
 
 
+def run_signature(run: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What makes a run read while polling worth telling its waiter: its status and the nodes running and
+    done (the shared status checks wake a trigger only when this changes)."""
+    details = run.get("progress_details")
+    nodes: list[Any] = []
+    if isinstance(details, Mapping):
+        for key in ("running_nodes", "executed_nodes"):
+            listed = details.get(key)
+            nodes.append(tuple(map(str, listed)) if isinstance(listed, list) else ())
+    return (run.get("status"), *nodes)
+
+
 class RunProgressLogger:
     """Logs a run's progress: one line per run status change and per node start/finish/failure.
 
@@ -690,4 +702,5 @@ __all__ = [
     "check_timeout",
     "drive",
     "judge_run",
+    "run_signature",
 ]

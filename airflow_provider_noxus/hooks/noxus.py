@@ -51,6 +51,7 @@ from airflow_provider_noxus.wait import (
     adrive,
     check_timeout,
     drive,
+    run_signature,
 )
 
 WaitStrategy = Literal["auto", "stream", "poll"]
@@ -58,9 +59,10 @@ WaitStrategy = Literal["auto", "stream", "poll"]
 SINGLE_ATTEMPT = protocol.RetryPolicy(max_attempts=1)
 #: The frames of one chunk of an event stream (none for a keep-alive).
 EventBatch = list[protocol.RunEvent]
-#: ``watch(after)``: the run object once it differs from ``after`` (the last one seen; None: at once),
-#: as a shared watcher reading the run every poll interval tells.
-StatusWatch = Callable[[Mapping[str, Any] | None], Awaitable[Mapping[str, Any]]]
+#: ``watch(after)``: the run object once its :func:`~airflow_provider_noxus.wait.run_signature` differs
+#: from ``after`` (that of the last one seen; None: at once), as a shared watcher reading the run every
+#: poll interval tells.
+StatusWatch = Callable[[tuple[Any, ...] | None], Awaitable[Mapping[str, Any]]]
 
 
 def _me_without_key(record: dict[str, Any], api_key: str) -> dict[str, Any]:
@@ -414,8 +416,6 @@ async def open_async_client(
         yield NoxusAsyncClient(AsyncTransport(settings, pool, sleep=sleep))
 
 
-
-
 class NoxusAsyncClient:
     """Async twin of the hook's API methods (``a_`` prefix), for triggers; made by
     :meth:`NoxusHook.async_client`.
@@ -584,7 +584,7 @@ class _AsyncWaitIO:
         self._client = client
         self._run_id = run_id
         self._watch_status = watch_status
-        self._last_seen: Mapping[str, Any] | None = None
+        self._last_signature: tuple[Any, ...] | None = None
         self._stream: AsyncGenerator[EventBatch, None] | None = None
 
     async def sleep(self, seconds: float) -> None:
@@ -593,8 +593,9 @@ class _AsyncWaitIO:
     async def await_status(self, timeout: float) -> Mapping[str, Any]:
         assert self._watch_status is not None, "a wait without a watcher is never told to await"
         bound = None if math.isinf(timeout) else timeout
-        self._last_seen = await asyncio.wait_for(self._watch_status(self._last_seen), bound)
-        return self._last_seen
+        run = await asyncio.wait_for(self._watch_status(self._last_signature), bound)
+        self._last_signature = run_signature(run)
+        return run
 
     async def read_status(self, timeout: float) -> Mapping[str, Any]:
         request = protocol.get_run_status_request(self._run_id, timeout=timeout)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from airflow_provider_noxus._compat import (
@@ -22,9 +22,9 @@ from airflow_provider_noxus._compat import (
 )
 from airflow_provider_noxus.connection import CONNECTION_CACHE
 from airflow_provider_noxus.exceptions import NoxusAuthError, NoxusError
-from airflow_provider_noxus.hooks.noxus import NoxusAsyncClient, NoxusHook, StatusWatch
+from airflow_provider_noxus.hooks.noxus import NoxusHook
 from airflow_provider_noxus.protocol import check_id
-from airflow_provider_noxus.triggers.status_watcher import StatusWatcher, StatusWatchers
+from airflow_provider_noxus.triggers.status_watcher import WatcherSeat
 from airflow_provider_noxus.wait import OUTCOME_ERROR, WaitOptions, WaitOutcome
 
 #: ``auto`` streams while fewer triggers than this follow an event stream in this process, else polls.
@@ -149,23 +149,23 @@ class NoxusRunTrigger(BaseTrigger):
         try:
             check_id(self.run_id)
             check_id(self.workflow_id)
-            async with (
-                NoxusHook(self.noxus_conn_id).async_client() as client,
-                contextlib.AsyncExitStack() as watching,
-            ):
-                watch = self._shared_watch(client, watching) if self.shared_status_checks else None
-                with StreamingTriggers.slot(self.options.strategy) as slot:
-                    outcome = await client.a_wait(
-                        self.workflow_id,
-                        self.run_id,
-                        self.options,
-                        deadline=self.deadline,
-                        log=self.log,
-                        stream=slot.held,
-                        last_event_id=self.last_event_id,
-                        on_polling=slot.release,
-                        watch_status=watch,
-                    )
+            async with NoxusHook(self.noxus_conn_id).async_client() as client:
+                seat = WatcherSeat(
+                    client.settings, self.workflow_id, self.run_id, self.options.poll_interval, self.log
+                )
+                async with contextlib.aclosing(seat):
+                    with StreamingTriggers.slot(self.options.strategy) as slot:
+                        outcome = await client.a_wait(
+                            self.workflow_id,
+                            self.run_id,
+                            self.options,
+                            deadline=self.deadline,
+                            log=self.log,
+                            stream=slot.held,
+                            last_event_id=self.last_event_id,
+                            on_polling=slot.release,
+                            watch_status=seat if self.shared_status_checks else None,
+                        )
         except AirflowNotFoundException as error:
             outcome = self._error(f"Noxus connection {self.noxus_conn_id!r} not found: {error}", error)
         except NoxusError as error:
@@ -173,28 +173,6 @@ class NoxusRunTrigger(BaseTrigger):
         if outcome.error_type == NoxusAuthError.__name__:
             CONNECTION_CACHE.forget(self.noxus_conn_id)
         yield TriggerEvent(outcome.to_event())
-
-    def _shared_watch(self, client: NoxusAsyncClient, watching: contextlib.AsyncExitStack) -> StatusWatch:
-        """Status changes told by the watcher of this workflow, joined at the first use and left when
-        ``watching`` closes."""
-        watcher: StatusWatcher | None = None
-
-        async def watch(after: Mapping[str, Any] | None) -> Mapping[str, Any]:
-            nonlocal watcher
-            if watcher is None:
-                watcher = await watching.enter_async_context(
-                    StatusWatchers.join(client.settings, self.workflow_id)
-                )
-                watching.callback(watcher.forget, self.run_id)
-                self.log.info(
-                    "Noxus run %s: its status is read by the watcher shared by this triggerer's runs of "
-                    "workflow %s (one list request for up to 100 runs).",
-                    self.run_id,
-                    self.workflow_id,
-                )
-            return await watcher.next_change(self.run_id, self.options.poll_interval, after)
-
-        return watch
 
     def _error(self, message: str, error: BaseException) -> WaitOutcome:
         return WaitOutcome(

@@ -32,7 +32,7 @@ from airflow_provider_noxus._loop_shared import LoopShared
 from airflow_provider_noxus.connection import NoxusConnectionSettings
 from airflow_provider_noxus.exceptions import NoxusAuthError, NoxusError, NoxusProtocolError
 from airflow_provider_noxus.hooks.noxus import SINGLE_ATTEMPT, NoxusAsyncClient, open_async_client
-from airflow_provider_noxus.wait import is_transient
+from airflow_provider_noxus.wait import is_transient, run_signature
 
 log = logging.getLogger(__name__)
 
@@ -48,18 +48,7 @@ PER_RUN_READS_AT_ONCE = 20
 GATHER_S = 0.05
 
 
-def run_signature(run: Mapping[str, Any]) -> tuple[Any, ...]:
-    """What a waiting trigger is woken for: the run's status and the nodes running and done."""
-    details = run.get("progress_details")
-    nodes: list[Any] = []
-    if isinstance(details, Mapping):
-        for key in ("running_nodes", "executed_nodes"):
-            listed = details.get(key)
-            nodes.append(tuple(map(str, listed)) if isinstance(listed, list) else ())
-    return (run.get("status"), *nodes)
-
-
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Reader:
     """One trigger waiting for its run to change."""
 
@@ -72,7 +61,7 @@ class _Reader:
 class StatusWatcher:
     """Status reads shared by the triggers that wait on runs of one workflow, on one connection.
 
-    Use :meth:`StatusWatchers.join` to get one; :meth:`next_status` is a trigger's status read.
+    Use :meth:`StatusWatchers.join` to get one; :meth:`next_change` is a trigger's status read.
 
     :param settings: the connection.
     :param workflow_id: the workflow whose runs are listed.
@@ -81,14 +70,17 @@ class StatusWatcher:
     def __init__(self, settings: NoxusConnectionSettings, workflow_id: str) -> None:
         self.settings = settings
         self.workflow_id = workflow_id
-        #: Counts, for benchmarks and tests: rounds that checked runs, list pages and per-run reads.
+        #: Counts, for benchmarks and tests: rounds that checked runs (counted when done), list pages and
+        #: per-run reads.
         self.rounds = 0
         self.pages_read = 0
         self.runs_read = 0
         self._readers: dict[str, list[_Reader]] = {}
-        #: When each waited-on run was last checked, and what it looked like then.
+        #: When each waited-on run was last checked, and its signature then. The run itself is kept
+        #: only while it changed and no trigger has been told (runs can be large: their inputs).
         self._checked_at: dict[str, float] = {}
-        self._last_seen: dict[str, Mapping[str, Any]] = {}
+        self._signatures: dict[str, tuple[Any, ...]] = {}
+        self._untold: dict[str, Mapping[str, Any]] = {}
         #: Where each run was last seen in the list, and how many runs the list held then. New runs
         #: are added at its top: a run seen at position p of t runs is now at p + (total now - t).
         self._position: dict[str, tuple[int, int]] = {}
@@ -106,15 +98,14 @@ class StatusWatcher:
     # ---- the triggers' side ----------------------------------------------------------------
 
     async def next_change(
-        self, run_id: str, interval: float, after: Mapping[str, Any] | None
+        self, run_id: str, interval: float, after: tuple[Any, ...] | None
     ) -> Mapping[str, Any]:
-        """The run once it differs from ``after`` (status, nodes running and done; None: as soon as it is
-        first seen), checked once per ``interval`` seconds. Raises the error of a failed read."""
-        signature = None if after is None else run_signature(after)
-        seen = self._last_seen.get(run_id)
-        if seen is not None and run_signature(seen) != signature:
-            return seen  # it changed while nobody was waiting
-        reader = _Reader(run_id, interval, signature, asyncio.get_running_loop().create_future())
+        """The run once its :func:`run_signature` differs from ``after`` (None: as soon as it is first
+        seen), checked once per ``interval`` seconds. Raises the error of a failed read."""
+        untold = self._untold.pop(run_id, None)
+        if untold is not None and run_signature(untold) != after:
+            return untold  # it changed while nobody was waiting
+        reader = _Reader(run_id, interval, after, asyncio.get_running_loop().create_future())
         self._readers.setdefault(run_id, []).append(reader)
         self._changed.set()
         try:
@@ -128,7 +119,7 @@ class StatusWatcher:
 
     def forget(self, run_id: str) -> None:
         """The trigger of ``run_id`` is done with it."""
-        for table in (self._checked_at, self._last_seen, self._position):
+        for table in (self._checked_at, self._signatures, self._untold, self._position):
             table.pop(run_id, None)
 
     # ---- the rounds --------------------------------------------------------------------------
@@ -186,7 +177,13 @@ class StatusWatcher:
         }
         if not due:
             return
-        self.rounds += 1
+        try:
+            await self._check(client, due)
+        finally:
+            self.rounds += 1
+
+    async def _check(self, client: NoxusAsyncClient, due: set[str]) -> None:
+        """Check the ``due`` runs: from the list pages as far as the budget goes, the rest one by one."""
         unseen = set(due)
         listed = False
         if self._list_usable and self._list_failures < LIST_FAILURES_BEFORE_PER_RUN_READS:
@@ -305,13 +302,23 @@ class StatusWatcher:
         await asyncio.gather(*(read(run_id) for run_id in run_ids))
 
     def _seen(self, run_id: str, run: Mapping[str, Any]) -> None:
-        """``run`` was just read: wake the triggers for which it changed."""
+        """``run`` was just read: wake the triggers for which it changed, or keep it for the next one to
+        ask when none is waiting. A run that goes on unchanged is dropped at once: nothing read in a round
+        outlives it (long-lived garbage makes the collector walk the whole heap)."""
         self._checked_at[run_id] = asyncio.get_running_loop().time()
-        self._last_seen[run_id] = run
         signature = run_signature(run)
+        changed = self._signatures.get(run_id) != signature
+        if changed:
+            self._signatures[run_id] = signature
+        told = False
         for reader in self._readers.get(run_id, ()):
             if not reader.answer.done() and reader.after != signature:
                 reader.answer.set_result(run)
+                told = True
+        if told:
+            self._untold.pop(run_id, None)
+        elif changed:
+            self._untold[run_id] = run
 
     @staticmethod
     def _fail(readers: Iterable[_Reader], error: BaseException) -> None:
@@ -322,6 +329,57 @@ class StatusWatcher:
     def _all_readers(self) -> list[_Reader]:
         readers = (reader for readers in self._readers.values() for reader in readers)
         return [reader for reader in readers if not reader.answer.done()]
+
+
+class WatcherSeat:
+    """One trigger's status reads through the watcher of its run's workflow (a :data:`StatusWatch`): the
+    watcher is joined at the first read, so a trigger that streams never joins, and left by
+    :meth:`aclose`.
+
+    :param settings: the connection.
+    :param workflow_id: the run's workflow.
+    :param run_id: the run.
+    :param interval: how often the run is checked (the trigger's poll interval).
+    :param log: the trigger's log, told when the run is first checked by the watcher.
+    """
+
+    __slots__ = ("_interval", "_joined", "_log", "_run_id", "_settings", "_watcher", "_workflow_id")
+
+    def __init__(
+        self,
+        settings: NoxusConnectionSettings,
+        workflow_id: str,
+        run_id: str,
+        interval: float,
+        log: logging.Logger | Any,
+    ) -> None:
+        self._settings = settings
+        self._workflow_id = workflow_id
+        self._run_id = run_id
+        self._interval = interval
+        self._log = log
+        self._joined: contextlib.AbstractAsyncContextManager[StatusWatcher] | None = None
+        self._watcher: StatusWatcher | None = None
+
+    async def __call__(self, after: tuple[Any, ...] | None) -> Mapping[str, Any]:
+        if self._watcher is None:
+            joined = StatusWatchers.join(self._settings, self._workflow_id)
+            self._watcher = await joined.__aenter__()
+            self._joined = joined
+            self._log.info(
+                "Noxus run %s: its status is read by the watcher shared by this triggerer's runs of "
+                "workflow %s (one list request for up to 100 runs).",
+                self._run_id,
+                self._workflow_id,
+            )
+        return await self._watcher.next_change(self._run_id, self._interval, after)
+
+    async def aclose(self) -> None:
+        """Leave the watcher (the last trigger to leave ends it)."""
+        if self._joined is not None and self._watcher is not None:
+            joined, self._joined = self._joined, None
+            self._watcher.forget(self._run_id)
+            await joined.__aexit__(None, None, None)
 
 
 def _started_watcher(key: tuple[NoxusConnectionSettings, str]) -> StatusWatcher:

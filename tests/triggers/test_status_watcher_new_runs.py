@@ -13,6 +13,7 @@ from support.noxus_tasks import use_fast_connection
 
 from airflow_provider_noxus.hooks.noxus import NoxusHook
 from airflow_provider_noxus.triggers.status_watcher import StatusWatchers
+from airflow_provider_noxus.wait import run_signature
 
 INTERVAL_S = 1.0
 
@@ -28,14 +29,24 @@ def requests_to(emu: Any, endpoint: str) -> int:
 
 
 async def checked_in_one_round(watcher: Any, runs: list[str], after: list[Any]) -> tuple[int, int]:
-    """Wait (unchanged runs wake nobody) through one more round of the watcher; its list pages and
-    per-run reads."""
+    """Wait (unchanged runs wake nobody) through the watcher's next whole round (from the end of the
+    round under way to the end of the next: rounds are counted when done); its list pages and per-run
+    reads."""
     pairs = zip(runs, after, strict=True)
-    waiting = [asyncio.ensure_future(watcher.next_change(run_id, INTERVAL_S, seen)) for run_id, seen in pairs]
-    rounds, pages, reads = watcher.rounds, watcher.pages_read, watcher.runs_read
-    try:
+    waiting = [
+        asyncio.ensure_future(watcher.next_change(run_id, INTERVAL_S, run_signature(seen)))
+        for run_id, seen in pairs
+    ]
+
+    async def end_of_round() -> None:
+        rounds = watcher.rounds
         while watcher.rounds == rounds:  # noqa: ASYNC110 - a counter the watcher bumps, no event to wait on
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.01)
+
+    try:
+        await end_of_round()
+        pages, reads = watcher.pages_read, watcher.runs_read
+        await end_of_round()
         assert not any(task.done() for task in waiting), "a run that did not change woke its trigger"
     finally:
         for task in waiting:
