@@ -4,10 +4,11 @@ Triggers of one process that poll runs of the same connection and workflow share
 :class:`StatusWatcher`. Its rounds come once per the shortest poll interval of its triggers; each round
 checks the runs due (each is checked once per its trigger's poll interval) by reading the workflow's
 run list, newest first, 100 runs a page, until every due run has been seen or a page budget is spent;
-the due runs it did not see get their own ``GET /v1/runs/{id}``. Whatever order the server lists in,
-every due run is checked each round: the budget bounds the list reads, the per-run reads cover the
-rest. A fan-out's runs are among the workflow's newest, so a round usually costs one request per 100
-waiting runs.
+the due runs it did not see get their own ``GET /v1/runs/{id}``, as does the run of a watcher that waits
+on one run only (one request either way, without a page of the workflow's history to parse). Whatever
+order the server lists in, every due run is checked each round: the budget bounds the list reads, the
+per-run reads cover the rest. A fan-out's runs are among the workflow's newest, so a round usually
+costs one request per 100 waiting runs.
 
 A trigger is woken only when its run changes (its status, or the nodes running and done), including any
 run seen in a page before its turn: a trigger whose run goes on unchanged costs nothing but its share of
@@ -157,9 +158,13 @@ class StatusWatcher:
                 self._next_round = loop.time() + GATHER_S
             if self._next_round is not None and self._next_round <= loop.time():
                 return
-            timeout = None if self._next_round is None else self._next_round - loop.time()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout)
+            # A timer, not wait_for: wait_for would make a task per round of every watcher.
+            timer = None if self._next_round is None else loop.call_at(self._next_round, self._changed.set)
+            try:
+                await self._changed.wait()
+            finally:
+                if timer is not None:
+                    timer.cancel()
 
     async def _round(self, client: NoxusAsyncClient) -> None:
         loop = asyncio.get_running_loop()
@@ -184,6 +189,11 @@ class StatusWatcher:
 
     async def _check(self, client: NoxusAsyncClient, due: set[str]) -> None:
         """Check the ``due`` runs: from the list pages as far as the budget goes, the rest one by one."""
+        if len(self._readers) == 1:
+            # The only run waited on: its own read is one request too, without a page of other runs
+            # (the workflow's history) to parse.
+            await self._read_one_by_one(client, due)
+            return
         unseen = set(due)
         listed = False
         if self._list_usable and self._list_failures < LIST_FAILURES_BEFORE_PER_RUN_READS:
@@ -286,20 +296,27 @@ class StatusWatcher:
         return position + max(0, self._listed_total - total_then)
 
     async def _read_one_by_one(self, client: NoxusAsyncClient, run_ids: Iterable[str]) -> None:
+        run_ids = list(run_ids)
+        if len(run_ids) == 1:
+            await self._read_run(client, run_ids[0])
+            return
         at_once = asyncio.Semaphore(PER_RUN_READS_AT_ONCE)
 
         async def read(run_id: str) -> None:
             async with at_once:
-                try:
-                    run = await client.a_get_run_status(run_id, policy=SINGLE_ATTEMPT)
-                except NoxusError as error:
-                    self._fail(self._readers.get(run_id, ()), error)
-                else:
-                    self._seen(run_id, run)
-                finally:
-                    self.runs_read += 1
+                await self._read_run(client, run_id)
 
         await asyncio.gather(*(read(run_id) for run_id in run_ids))
+
+    async def _read_run(self, client: NoxusAsyncClient, run_id: str) -> None:
+        try:
+            run = await client.a_get_run_status(run_id, policy=SINGLE_ATTEMPT)
+        except NoxusError as error:
+            self._fail(self._readers.get(run_id, ()), error)
+        else:
+            self._seen(run_id, run)
+        finally:
+            self.runs_read += 1
 
     def _seen(self, run_id: str, run: Mapping[str, Any]) -> None:
         """``run`` was just read: wake the triggers for which it changed, or keep it for the next one to

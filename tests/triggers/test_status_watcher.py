@@ -139,11 +139,35 @@ async def test_cancelling_half_the_triggers_leaves_nothing_behind(emu: Any) -> N
     assert_nothing_left()
 
 
+async def test_a_lone_run_is_read_on_its_own_and_listed_once_another_run_waits(emu: Any) -> None:
+    lone, other = create(emu, "wait_a", 30), create(emu, "wait_a", 30)
+    waits = [asyncio.ensure_future(first_event(trigger(*lone, poll_interval=0.2)))]
+    try:
+        await asyncio.sleep(1.0)
+        assert requests(emu, "list_runs") == {}, "a page of the workflow's history for one run"
+        assert sum(requests(emu, "get_run_status").values()) >= 3
+        waits.append(asyncio.ensure_future(first_event(trigger(*other, poll_interval=0.2))))
+        await asyncio.sleep(1.0)
+        reads = sum(requests(emu, "get_run_status").values())
+        await asyncio.sleep(1.0)
+        assert sum(requests(emu, "list_runs").values()) >= 3
+        assert sum(requests(emu, "get_run_status").values()) == reads, "two runs: one list page a round"
+        assert not any(wait.done() for wait in waits)
+    finally:
+        for wait in waits:
+            wait.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
+    for _, run_id in (lone, other):
+        NoxusHook().stop_run(run_id)
+    assert_nothing_left()
+
+
 async def test_a_failed_page_delays_that_round_only(emu: Any) -> None:
-    workflow_id, run_id = create(emu, "wait_a", 0.3)
+    runs = [create(emu, "wait_a", 0.3) for _ in range(2)]
     emu.control.add_fault("list_runs", "status", status=503, count=1)
-    event = await asyncio.wait_for(first_event(trigger(workflow_id, run_id, poll_interval=0.2)), 20)
-    assert event["status"] == "success"
+    waits = (first_event(trigger(*run, poll_interval=0.2)) for run in runs)
+    events = await asyncio.wait_for(asyncio.gather(*waits), 20)
+    assert [event["status"] for event in events] == ["success", "success"]
     assert requests(emu, "list_runs").get("503") == 1
     assert requests(emu, "get_run_status") == {}, "one failed page is not a reason to read runs one by one"
     assert_nothing_left()
