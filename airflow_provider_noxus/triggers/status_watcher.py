@@ -296,6 +296,7 @@ class StatusWatcher:
         return position + max(0, self._listed_total - total_then)
 
     async def _read_one_by_one(self, client: NoxusAsyncClient, run_ids: Iterable[str]) -> None:
+        """Read each of ``run_ids`` with its own request, at most :data:`PER_RUN_READS_AT_ONCE` at once."""
         run_ids = list(run_ids)
         if len(run_ids) == 1:
             await self._read_run(client, run_ids[0])
@@ -309,6 +310,7 @@ class StatusWatcher:
         await asyncio.gather(*(read(run_id) for run_id in run_ids))
 
     async def _read_run(self, client: NoxusAsyncClient, run_id: str) -> None:
+        """Read ``run_id``; its triggers get the run if it changed, or the error."""
         try:
             run = await client.a_get_run_status(run_id, policy=SINGLE_ATTEMPT)
         except NoxusError as error:
