@@ -40,7 +40,7 @@ from airflow_provider_noxus.exceptions import (
     NoxusTransportError,
     shorten,
 )
-from airflow_provider_noxus.files import NoxusFile, check_http_url, resolve_file_inputs
+from airflow_provider_noxus.files import NoxusFile, check_http_url, is_templated, resolve_file_inputs
 from airflow_provider_noxus.hooks.noxus import NoxusHook
 from airflow_provider_noxus.links.noxus import NoxusRunLink
 from airflow_provider_noxus.protocol import FAILURE_STATUSES, NoxusRunStatus
@@ -147,7 +147,7 @@ class NoxusRunOperator(NoxusRunWaitMixin, BaseOperator):
             raise ValueError(f"{where}: workflow_id is required.")
         if inputs is not None and not isinstance(inputs, (Mapping, str)):
             raise TypeError(f"{where}: inputs must be a dict, got {type(inputs).__name__}.")
-        if callback_url and "{{" not in callback_url:
+        if callback_url and not is_templated(callback_url):
             check_http_url(callback_url, what=f"{where}: callback_url", error=ValueError)
         if use_sync_endpoint and not wait_for_completion:
             raise ValueError(
