@@ -16,13 +16,15 @@ reports:
 A dataset's name is the same whatever the request that fetched it: what can hold a credential or
 change per request is dropped (user info, query, fragment, the ``;params`` of every path segment
 such as ``;jsessionid=...``), and what only changes how the same address is written is made the
-same (host case and trailing dot, a default port, ``.`` and ``..`` segments).
+same (host case and trailing dot, a default port, ``.`` and ``..`` segments, percent-escapes of
+letters, digits and ``-._~``, and the case of the others).
 
 No facet holds the API key or any input value other than those file locations.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
@@ -40,6 +42,10 @@ from airflow_provider_noxus.protocol import spot_file_id, spot_uri
 
 #: The port a scheme implies, dropped from a namespace: ``https://h:443`` and ``https://h`` are one.
 DEFAULT_PORTS = {"http": 80, "https": 443}
+#: A percent-escape in a URL path.
+_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+#: Characters that mean the same escaped or not (RFC 3986, 2.3).
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 
 
 @attrs.define
@@ -76,12 +82,17 @@ def _authority(parts: SplitResult) -> str:
     return host if port is None or DEFAULT_PORTS.get(parts.scheme) == port else f"{host}:{port}"
 
 
+def _normal_escape(escape: re.Match[str]) -> str:
+    char = chr(int(escape.group()[1:], 16))
+    return char if char in _UNRESERVED else escape.group().upper()
+
+
 def _dataset_path(path: str) -> str:
-    """``path`` without the ``;params`` of its segments, and with ``.`` and ``..`` segments resolved
-    (RFC 3986, 5.2.4); ``/`` when empty."""
+    """``path`` without the ``;params`` of its segments, its escapes normalized and its ``.`` and ``..``
+    segments resolved (RFC 3986, 6.2.2); ``/`` when empty."""
     segments: list[str] = []
     for segment in path.split("/")[1:]:
-        segment = segment.split(";", 1)[0]
+        segment = _ESCAPE.sub(_normal_escape, segment.split(";", 1)[0])
         if segment == "..":
             if segments:
                 segments.pop()

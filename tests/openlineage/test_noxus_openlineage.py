@@ -91,8 +91,12 @@ def test_file_datasets_name_urls_and_spot_files_without_secrets() -> None:
         ("http://files.example.com:80", ("http://files.example.com", "/")),
         ("http://files.example.com:8080/a.pdf", ("http://files.example.com:8080", "/a.pdf")),
         ("http://[2001:DB8::1]:8443/r.pdf;token=t", ("http://[2001:db8::1]:8443", "/r.pdf")),
-        # An encoded semicolon is part of the name, not a parameter.
-        ("https://files.example.com/a%3Bb.pdf", ("https://files.example.com", "/a%3Bb.pdf")),
+        # An encoded semicolon is part of the name, not a parameter; escapes are written one way.
+        ("https://files.example.com/a%3bb.pdf", ("https://files.example.com", "/a%3Bb.pdf")),
+        (
+            "https://files.example.com/%7Eq3/%2E/r%65port.pdf",
+            ("https://files.example.com", "/~q3/report.pdf"),
+        ),
         # No public name: a bad port, no host, another scheme.
         ("https://files.example.com:99999/a.pdf", None),
         ("https:///a.pdf", None),
