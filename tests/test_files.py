@@ -216,7 +216,7 @@ def test_templated_values_are_checked_after_rendering(emu: Any) -> None:
         resolve_file_inputs(task.inputs, hook=NoxusHook(), allow_private_urls=True)
 
 
-def test_path_is_templated_and_only_checked_at_task_start() -> None:
+def test_path_is_templated_and_not_checked_at_parse() -> None:
     task = NoxusRunOperator(
         task_id="t", workflow_id="wf", inputs={"document": NoxusFile.from_path("/data/{{ ds }}.pdf")}
     )
