@@ -8,8 +8,8 @@ worker when the task starts (:func:`resolve_file_inputs`), never while the DAG f
 This module is also the one home of the rules of a file's content: the server's size cap, the MIME
 type guessed from a name, and the multipart part of an upload (:func:`upload_part`, which
 :meth:`NoxusHook.upload_file <airflow_provider_noxus.hooks.noxus.NoxusHook.upload_file>` sends).
-It runs a little over 400 lines: the URL check (addresses hidden in IPv6, metadata hosts) is kept
-with the inputs it guards rather than split off.
+It runs over 400 lines: the URL checks (addresses hidden in IPv6, metadata hosts, secrets kept out of
+messages) stay with the inputs they guard rather than in a module of their own.
 """
 
 from __future__ import annotations
@@ -66,22 +66,38 @@ def check_http_url(url: str, *, what: str, error: type[Exception] = NoxusFileInp
 
     :param url: the URL.
     :param what: what the URL is, for the message: ``File input 'document'``, ``Task 't': callback_url``.
-    :param error: the exception raised (a ``ValueError`` while a DAG is parsed).
+    :param error: the exception raised (a ``ValueError`` while a DAG is parsed). Its message shows the
+        URL without a password or query (:func:`_shown_url`).
     :return: the URL's parts.
     """
+    shown = _shown_url(url)
     if any(char == "\\" or char.isspace() or ord(char) < 0x20 or ord(char) == 0x7F for char in url):
         raise error(
-            f"{what}: {url!r} holds a backslash, a space or a control character; percent-encode them "
+            f"{what}: {shown!r} holds a backslash, a space or a control character; percent-encode them "
             "(URL parsers read them differently)."
         )
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not (parts.hostname or "").rstrip("."):
-        raise error(f"{what}: {url!r} is not an http(s) URL.")
     try:
+        parts = urlsplit(url)
         parts.port  # noqa: B018 - raises for a port that is not a number
     except ValueError:
-        raise error(f"{what}: {url!r} has a port that is not a number within 0..65535.") from None
+        raise error(f"{what}: {shown!r} has a host or port that cannot be read (port: 0..65535).") from None
+    if parts.scheme not in ("http", "https") or not (parts.hostname or "").rstrip("."):
+        raise error(f"{what}: {shown!r} is not an http(s) URL.")
     return parts
+
+
+def _shown_url(url: str) -> str:
+    """``url`` as an error message shows it: a password, a query and a fragment (where tokens and
+    signatures live) replaced by ``***``."""
+    rest, fragment, _ = url.partition("#")
+    rest, query, _ = rest.partition("?")
+    scheme, sep, after = rest.partition("://")
+    authority, slash, path = after.partition("/")
+    user, at, host = authority.rpartition("@")
+    if at and ":" in user:
+        authority = f"{user.split(':', 1)[0]}:***@{host}"
+    shown = f"{scheme}{sep}{authority}{slash}{path}" if sep else rest
+    return shown + ("?***" if query else "") + ("#***" if fragment else "")
 
 
 class NoxusFile:

@@ -331,3 +331,21 @@ def test_an_upload_over_the_cap_sends_nothing(emu: Any, tmp_path: Path) -> None:
     with pytest.raises(NoxusFileInputError, match=r"huge\.bin.*upload cap"):
         NoxusHook().upload_file(path)
     assert emu.control.counters()["requests"] == {}
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "ftp://reader:pw-5f2c@files.example.com/a.pdf?sig=s-93d1#t",
+            "ftp://reader:***@files.example.com/a.pdf?***#***",
+        ),
+        ("http://[::1/a.pdf?sig=s-93d1", "http://[::1/a.pdf?***"),  # cannot be parsed
+        ("http://files.example.com/a b.pdf#token=s-93d1", "http://files.example.com/a b.pdf#***"),
+    ],
+)
+def test_a_refused_url_is_named_without_its_secrets(url: str, shown: str) -> None:
+    with pytest.raises(NoxusFileInputError, match="'doc'") as refused:
+        check_public_url(url, input_name="doc")
+    assert repr(shown) in str(refused.value) and "5f2c" not in str(refused.value)
+    assert "93d1" not in str(refused.value)
