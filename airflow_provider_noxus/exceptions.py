@@ -133,10 +133,17 @@ class NoxusRedirectError(NoxusError, AirflowFailException):
 
 
 class NoxusTransportError(NoxusError):
-    """The request did not get an HTTP answer: connection refused or reset, DNS, TLS, timeout."""
+    """The request did not get an HTTP answer: connection refused or reset, DNS, TLS, timeout.
+
+    :param reached_server: False when no byte of the request was sent, because no connection was
+        made: the name did not resolve, the connection was refused or not made within the connect
+        timeout, or the TLS handshake failed. True (the default) when the request may have reached
+        the server and been acted on: a read timeout, a reset or an answer cut short.
+    """
 
     def __init__(self, message: str, *, reached_server: bool = True, **kwargs: Any) -> None:
-        #: False only when the request provably never reached the server (connection refused).
+        #: Whether the request may have reached the server (see the class docstring); a run creation
+        #: that failed with False made no run and may be sent again.
         self.reached_server = reached_server
         super().__init__(message, **kwargs)
 

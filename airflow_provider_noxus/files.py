@@ -4,6 +4,12 @@ A Noxus File, Image or Audio input takes ``{"uri": ..., "name": ...}`` where ``u
 ``https://`` URL, a ``data:`` URI or ``spot://<file id>`` (API reference, section 3). Put
 :class:`NoxusFile` values inside an operator's ``inputs``; they are turned into that shape on the
 worker when the task starts (:func:`resolve_file_inputs`), never while the DAG file is parsed.
+
+This module is also the one home of the rules of a file's content: the server's size cap, the MIME
+type guessed from a name, and the multipart part of an upload (:func:`upload_part`, which
+:meth:`NoxusHook.upload_file <airflow_provider_noxus.hooks.noxus.NoxusHook.upload_file>` sends).
+It runs over 400 lines: the URL checks (addresses hidden in IPv6, metadata hosts, secrets kept out of
+messages) stay with the inputs they guard rather than in a module of their own.
 """
 
 from __future__ import annotations
@@ -13,13 +19,14 @@ import ipaddress
 import mimetypes
 import os
 import socket
-from collections.abc import Mapping
+import stat
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from airflow_provider_noxus.exceptions import NoxusFileInputError, NoxusPayloadTooLargeError
-from airflow_provider_noxus.protocol import MAX_FILE_BYTES, SPOT_SCHEME, spot_file_id
+from airflow_provider_noxus.protocol import MAX_FILE_BYTES, spot_file_id, spot_uri
 
 if TYPE_CHECKING:
     from airflow_provider_noxus.hooks.noxus import NoxusHook
@@ -37,10 +44,60 @@ METADATA_HOSTS = frozenset({"metadata", "metadata.google.internal", "metadata.go
 READ_CHUNK_BYTES = 1024 * 1024
 
 FILE_KINDS = ("url", "path", "bytes", "spot")
+#: Name of an upload given as bytes without a name.
+DEFAULT_UPLOAD_NAME = "upload.bin"
 
 
-def _is_templated(value: object) -> bool:
+def is_templated(value: object) -> bool:
+    """Whether ``value`` is a Jinja template, checked only once rendered (at task start)."""
     return isinstance(value, str) and "{{" in value
+
+
+def content_type_for(name: str, content_type: str | None = None) -> str:
+    """``content_type``, else the MIME type guessed from the file ``name``, else a generic binary one."""
+    return content_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+def check_http_url(url: str, *, what: str, error: type[Exception] = NoxusFileInputError) -> SplitResult:
+    """Refuse a URL that is not ``http(s)://<host>[:port]``, or that URL parsers read differently.
+
+    Backslashes, spaces and control characters are refused: parsers disagree on them
+    (``http://127.0.0.1\\@example.com/`` is 127.0.0.1 to some, example.com to others).
+
+    :param url: the URL.
+    :param what: what the URL is, for the message: ``File input 'document'``, ``Task 't': callback_url``.
+    :param error: the exception raised (a ``ValueError`` while a DAG is parsed). Its message shows the
+        URL without a password or query (:func:`_shown_url`).
+    :return: the URL's parts.
+    """
+    shown = _shown_url(url)
+    if any(char == "\\" or char.isspace() or ord(char) < 0x20 or ord(char) == 0x7F for char in url):
+        raise error(
+            f"{what}: {shown!r} holds a backslash, a space or a control character; percent-encode them "
+            "(URL parsers read them differently)."
+        )
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises for a port that is not a number
+    except ValueError:
+        raise error(f"{what}: {shown!r} has a host or port that cannot be read (port: 0..65535).") from None
+    if parts.scheme not in ("http", "https") or not (parts.hostname or "").rstrip("."):
+        raise error(f"{what}: {shown!r} is not an http(s) URL.")
+    return parts
+
+
+def _shown_url(url: str) -> str:
+    """``url`` as an error message shows it: a password, a query and a fragment (where tokens and
+    signatures live) replaced by ``***``."""
+    rest, fragment, _ = url.partition("#")
+    rest, query, _ = rest.partition("?")
+    scheme, sep, after = rest.partition("://")
+    authority, slash, path = after.partition("/")
+    user, at, host = authority.rpartition("@")
+    if at and ":" in user:
+        authority = f"{user.split(':', 1)[0]}:***@{host}"
+    shown = f"{scheme}{sep}{authority}{slash}{path}" if sep else rest
+    return shown + ("?***" if query else "") + ("#***" if fragment else "")
 
 
 class NoxusFile:
@@ -74,8 +131,8 @@ class NoxusFile:
     @classmethod
     def from_url(cls, url: str, *, name: str | None = None) -> NoxusFile:
         """A public ``http(s)://`` URL; the Noxus server downloads it."""
-        if not _is_templated(url) and urlsplit(url).scheme not in ("http", "https"):
-            raise ValueError(f"NoxusFile.from_url needs an http(s) URL, got {url!r}.")
+        if not is_templated(url):
+            check_http_url(url, what="NoxusFile.from_url", error=ValueError)
         return cls("url", url, name=name)
 
     @classmethod
@@ -95,8 +152,8 @@ class NoxusFile:
     @classmethod
     def from_spot(cls, uri: str, *, name: str | None = None) -> NoxusFile:
         """A file already uploaded to Noxus: ``spot://<file id>`` or the bare id."""
-        if not uri:
-            raise ValueError("NoxusFile.from_spot needs a file id or spot:// URI.")
+        if not is_templated(uri) and not spot_file_id(uri):
+            raise ValueError(f"NoxusFile.from_spot needs a file id or spot:// URI, got {uri!r}.")
         return cls("spot", uri, name=name)
 
     def serialize(self) -> dict[str, Any]:
@@ -165,30 +222,18 @@ def _ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | No
 
 
 def check_public_url(url: str, *, input_name: str) -> None:
-    """Refuse a URL the Noxus server would refuse: not http(s), or a private/loopback/link-local host.
+    """Refuse a URL the Noxus server would refuse: not http(s) (:func:`check_http_url`), or a
+    private/loopback/link-local host.
 
     A first check only (the server decides): an address written in the URL is checked as it is, a
     name is resolved and every address it resolves to must be public; a name that does not resolve
-    here is left to the server to judge. Backslashes, spaces and control characters are refused:
-    URL parsers disagree on them (``http://127.0.0.1\\@example.com/`` is 127.0.0.1 to some).
+    here is left to the server to judge.
 
     :raises NoxusFileInputError: naming the input.
     """
-    if any(char == "\\" or char.isspace() or ord(char) < 0x20 or ord(char) == 0x7F for char in url):
-        raise NoxusFileInputError(
-            f"File input {input_name!r}: {url!r} holds a backslash, a space or a control character; "
-            "percent-encode them (URL parsers read them differently)."
-        )
-    parts = urlsplit(url)
+    parts = check_http_url(url, what=f"File input {input_name!r}")
     host = (parts.hostname or "").rstrip(".").lower()
-    if parts.scheme not in ("http", "https") or not host:
-        raise NoxusFileInputError(f"File input {input_name!r}: {url!r} is not an http(s) URL.")
-    try:
-        port = parts.port
-    except ValueError:
-        raise NoxusFileInputError(
-            f"File input {input_name!r}: {url!r} has a port that is not a number within 0..65535."
-        ) from None
+    port = parts.port
     if host in METADATA_HOSTS:
         raise NoxusFileInputError(f"File input {input_name!r}: {host!r} is a cloud metadata host; refused.")
     literal = _ip_literal(host)
@@ -214,22 +259,41 @@ def _data_uri(content: bytes, content_type: str) -> str:
     return f"data:{content_type};base64,{base64.b64encode(content).decode('ascii')}"
 
 
-def _read_path(path: str, *, input_name: str) -> tuple[int, Path]:
-    file = Path(path)
-    if not file.is_file():
+def _subject(input_name: str | None) -> str:
+    """How an error names the file: by its place in the inputs, or as a plain upload."""
+    return f"File input {input_name!r}" if input_name else "File upload"
+
+
+def _check_size(size: int, name: str, *, input_name: str | None) -> None:
+    """Refuse a file over the server's cap (:data:`MAX_FILE_BYTES`)."""
+    if size > MAX_FILE_BYTES:
         raise NoxusFileInputError(
-            f"File input {input_name!r}: {path!r} does not exist on this worker or is not a file."
+            f"{_subject(input_name)}: {name!r} is at least {size} bytes, over the Noxus server's "
+            f"{MAX_FILE_BYTES // (1024 * 1024)} MB upload cap. Send a smaller file, or a public URL the "
+            "server can download."
         )
-    return file.stat().st_size, file
 
 
-def _read_capped(file: Path, *, input_name: str) -> bytes:
-    """The file's content, read up to one byte past :data:`MAX_FILE_BYTES` whatever its size says
+def _stat_path(path: str, *, input_name: str | None) -> int:
+    """The size the file system reports for a local file (0 for files of ``/proc``)."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        status = None
+    if status is None or not stat.S_ISREG(status.st_mode):
+        raise NoxusFileInputError(
+            f"{_subject(input_name)}: {path!r} does not exist on this worker or is not a file."
+        )
+    return status.st_size
+
+
+def _read_capped(path: str, *, input_name: str | None) -> bytes:
+    """The file's content, read up to one chunk past :data:`MAX_FILE_BYTES` whatever its size says
     (files of ``/proc`` say 0)."""
     chunks: list[bytes] = []
     size = 0
     try:
-        with open(file, "rb", buffering=0) as handle:
+        with open(path, "rb", buffering=0) as handle:
             while size <= MAX_FILE_BYTES:
                 chunk = handle.read(READ_CHUNK_BYTES)
                 if not chunk:
@@ -238,9 +302,76 @@ def _read_capped(file: Path, *, input_name: str) -> bytes:
                 size += len(chunk)
     except OSError as error:
         raise NoxusFileInputError(
-            f"File input {input_name!r}: cannot read {str(file)!r}: {error.strerror}."
+            f"{_subject(input_name)}: cannot read {path!r}: {error.strerror}."
         ) from None
     return b"".join(chunks)
+
+
+def upload_part(
+    content: bytes | str | os.PathLike[str],
+    filename: str | None = None,
+    content_type: str | None = None,
+    *,
+    input_name: str | None = None,
+) -> tuple[str, bytes, str]:
+    """``(file name, bytes, MIME type)``: the multipart part ``file`` of an upload (``POST /v1/file``).
+
+    :param content: the bytes, or the path of a local file (``str`` is a path).
+    :param filename: the name; default the path's base name, or :data:`DEFAULT_UPLOAD_NAME` for bytes.
+    :param content_type: the MIME type; default guessed from the name (:func:`content_type_for`).
+    :param input_name: the run input the file is for, named by errors.
+    :raises NoxusFileInputError: the file cannot be read, or is over the server's cap.
+    """
+    if isinstance(content, bytes):
+        data, name = content, filename or DEFAULT_UPLOAD_NAME
+    else:
+        path = os.fspath(content)
+        data, name = _read_capped(path, input_name=input_name), filename or os.path.basename(path)
+    _check_size(len(data), name, input_name=input_name)
+    return name, data, content_type_for(name, content_type)
+
+
+def _check_file(file: NoxusFile, *, input_name: str, allow_private_urls: bool) -> None:
+    """Refuse a file input that cannot be sent, before anything is sent: a refused URL, an empty
+    ``spot://`` id, a missing local file, a file over the server's cap."""
+    if file.kind == "url":
+        if allow_private_urls:
+            check_http_url(str(file.source), what=f"File input {input_name!r}")
+        else:
+            check_public_url(str(file.source), input_name=input_name)
+    elif file.kind == "spot":
+        if not spot_file_id(str(file.source)):
+            raise NoxusFileInputError(f"File input {input_name!r}: the spot:// file id is empty.")
+    else:
+        source = file.source
+        size = len(source) if isinstance(source, bytes) else _stat_path(source, input_name=input_name)
+        _check_size(size, file.default_name(), input_name=input_name)
+
+
+def _to_input(file: NoxusFile, *, input_name: str, hook: NoxusHook) -> dict[str, str]:
+    """The ``{"uri", "name"}`` object of a file input that passed :func:`_check_file`."""
+    name = file.default_name()
+    if file.kind == "url":
+        return {"uri": str(file.source), "name": name}
+    if file.kind == "spot":
+        return {"uri": spot_uri(str(file.source)), "name": name}
+    content_type = content_type_for(name, file.content_type)
+    content: bytes | str = file.source
+    if isinstance(content, str) and _stat_path(content, input_name=input_name) <= MAX_INLINE_FILE_BYTES:
+        # Read now, under the cap: the size a file system reports may be wrong (0 in /proc); a file
+        # that reads larger than it said is uploaded, or refused by upload_part.
+        content = _read_capped(content, input_name=input_name)
+    if isinstance(content, bytes) and len(content) <= MAX_INLINE_FILE_BYTES:
+        return {"uri": _data_uri(content, content_type), "name": name}
+    name, data, content_type = upload_part(content, name, content_type, input_name=input_name)
+    try:
+        uploaded = hook.upload_file(data, filename=name, content_type=content_type)
+    except NoxusPayloadTooLargeError as error:
+        raise NoxusFileInputError(
+            f"File input {input_name!r}: {name!r} ({len(data)} bytes) was refused by the Noxus server "
+            "as too large. Send a smaller file, or a public URL the server can download."
+        ) from error
+    return {"uri": str(uploaded["uri"]), "name": name}
 
 
 def file_to_input(
@@ -254,45 +385,23 @@ def file_to_input(
     :param allow_private_urls: skip the public-address check of URLs.
     :raises NoxusFileInputError: missing file, file over the server's cap, refused URL.
     """
-    name = file.default_name()
-    if file.kind == "url":
-        url = str(file.source)
-        if urlsplit(url).scheme not in ("http", "https"):
-            raise NoxusFileInputError(f"File input {input_name!r}: {url!r} is not an http(s) URL.")
-        if not allow_private_urls:
-            check_public_url(url, input_name=input_name)
-        return {"uri": url, "name": name}
-    if file.kind == "spot":
-        file_id = spot_file_id(str(file.source))
-        if not file_id:
-            raise NoxusFileInputError(f"File input {input_name!r}: the spot:// file id is empty.")
-        return {"uri": SPOT_SCHEME + file_id, "name": name}
-    content_type = file.content_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
-    upload_source: bytes | Path
-    if isinstance(file.source, bytes):
-        size, upload_source = len(file.source), file.source
-    else:
-        size, upload_source = _read_path(file.source, input_name=input_name)
-        if size <= MAX_INLINE_FILE_BYTES:
-            # Read now, under the cap: the size a file system reports may be wrong (0 in /proc).
-            upload_source = _read_capped(upload_source, input_name=input_name)
-            size = len(upload_source)
-    if size > MAX_FILE_BYTES:
-        raise NoxusFileInputError(
-            f"File input {input_name!r}: {name!r} is {size} bytes, over the Noxus server's "
-            f"{MAX_FILE_BYTES // (1024 * 1024)} MB upload cap. Send a smaller file, or a public URL the "
-            "server can download."
-        )
-    if size <= MAX_INLINE_FILE_BYTES and isinstance(upload_source, bytes):
-        return {"uri": _data_uri(upload_source, content_type), "name": name}
-    try:
-        uploaded = hook.upload_file(upload_source, filename=name, content_type=content_type)
-    except NoxusPayloadTooLargeError as error:
-        raise NoxusFileInputError(
-            f"File input {input_name!r}: {name!r} ({size} bytes) was refused by the Noxus server as too "
-            "large. Send a smaller file, or a public URL the server can download."
-        ) from error
-    return {"uri": str(uploaded["uri"]), "name": name}
+    _check_file(file, input_name=input_name, allow_private_urls=allow_private_urls)
+    return _to_input(file, input_name=input_name, hook=hook)
+
+
+def _map_files(value: Any, where: str, convert: Callable[[NoxusFile, str], Any]) -> Any:
+    """Copy of ``value`` with every :class:`NoxusFile` (at any depth) replaced by ``convert(file, where)``,
+    ``where`` its place: ``document``, ``docs[1].inner``."""
+    if isinstance(value, NoxusFile):
+        return convert(value, where)
+    if isinstance(value, Mapping):
+        return {
+            key: _map_files(item, f"{where}.{key}" if where else str(key), convert)
+            for key, item in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        return [_map_files(item, f"{where}[{index}]", convert) for index, item in enumerate(value)]
+    return value
 
 
 def resolve_file_inputs(
@@ -300,24 +409,20 @@ def resolve_file_inputs(
 ) -> dict[str, Any]:
     """Copy of ``inputs`` with every :class:`NoxusFile` (at any depth) replaced by its input object.
 
+    Every file is checked before any is read in full or uploaded: one refused input (a private URL,
+    a missing file) fails the task before anything is sent to Noxus.
+
     :param inputs: the run's inputs, already rendered.
     :param hook: the hook that uploads large files.
     :param allow_private_urls: None reads the ``NOXUS_ALLOW_PRIVATE_FILE_URLS`` environment variable.
     """
     if allow_private_urls is None:
         allow_private_urls = os.environ.get(ALLOW_PRIVATE_URLS_ENV, "").lower() in ("1", "true", "yes")
-
-    def convert(value: Any, where: str) -> Any:
-        if isinstance(value, NoxusFile):
-            return file_to_input(
-                value, input_name=where, hook=hook, allow_private_urls=bool(allow_private_urls)
-            )
-        if isinstance(value, Mapping):
-            return {
-                key: convert(item, f"{where}.{key}" if where else str(key)) for key, item in value.items()
-            }
-        if isinstance(value, (list, tuple)):
-            return [convert(item, f"{where}[{index}]") for index, item in enumerate(value)]
-        return value
-
-    return convert(dict(inputs), "")
+    allow = bool(allow_private_urls)
+    _map_files(
+        inputs, "", lambda file, where: _check_file(file, input_name=where, allow_private_urls=allow)
+    )
+    resolved: dict[str, Any] = _map_files(
+        dict(inputs), "", lambda file, where: _to_input(file, input_name=where, hook=hook)
+    )
+    return resolved

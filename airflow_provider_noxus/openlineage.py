@@ -8,19 +8,26 @@ reports:
   with ``source`` the API's namespace ``noxus://<api host>``) and ``noxusRun`` (:class:`NoxusRunFacet`:
   run id, run URL, workflow id and version);
 - file inputs given as a public URL or a ``spot://`` file as input datasets: a URL as namespace
-  ``<scheme>://<host>[:port]`` and name its path (OpenLineage's naming for HTTP), never its user
-  info, query or fragment, which can hold credentials or signatures; a ``spot://<id>`` file as
-  ``noxus://<api host>`` and ``files/<id>``. Local files and bytes have no name outside the worker
-  and are not reported.
+  ``<scheme>://<host>[:port]`` and name its path (OpenLineage's naming for HTTP); a ``spot://<id>``
+  file as ``noxus://<api host>`` and ``files/<id>``, the id read as the run input and the task's
+  run identity read it (:func:`~airflow_provider_noxus.protocol.spot_file_id`). Local files and
+  bytes have no name outside the worker and are not reported.
+
+A dataset's name is the same whatever the request that fetched it: what can hold a credential or
+change per request is dropped (user info, query, fragment, the ``;params`` of every path segment
+such as ``;jsessionid=...``), and what only changes how the same address is written is made the
+same (host case and trailing dot, a default port, ``.`` and ``..`` segments, percent-escapes of
+letters, digits and ``-._~``, and the case of the others).
 
 No facet holds the API key or any input value other than those file locations.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import attrs
 from airflow.providers.common.compat.openlineage.facet import (
@@ -31,8 +38,14 @@ from airflow.providers.common.compat.openlineage.facet import (
 from airflow.providers.openlineage.extractors import OperatorLineage
 
 from airflow_provider_noxus.files import NoxusFile
+from airflow_provider_noxus.protocol import spot_file_id, spot_uri
 
-SPOT_PREFIX = "spot://"
+#: The port a scheme implies, dropped from a namespace: ``https://h:443`` and ``https://h`` are one.
+DEFAULT_PORTS = {"http": 80, "https": 443}
+#: A percent-escape in a URL path.
+_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+#: Characters that mean the same escaped or not (RFC 3986, 2.3).
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 
 
 @attrs.define
@@ -53,7 +66,39 @@ class NoxusRunFacet(RunFacet):
 
 def api_namespace(base_url: str) -> str:
     """``noxus://<host>[:port]`` of the Noxus API a run lives on."""
-    return f"noxus://{urlsplit(base_url).netloc.rsplit('@', 1)[-1]}"
+    return f"noxus://{_authority(urlsplit(base_url))}"
+
+
+def _authority(parts: SplitResult) -> str:
+    """``host[:port]`` of a URL: no user info, the host in lower case without a trailing dot (an IPv6
+    one in brackets), no default port.
+
+    :raises ValueError: the port is not a number within 0..65535.
+    """
+    host = (parts.hostname or "").rstrip(".")
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port
+    return host if port is None or DEFAULT_PORTS.get(parts.scheme) == port else f"{host}:{port}"
+
+
+def _normal_escape(escape: re.Match[str]) -> str:
+    char = chr(int(escape.group()[1:], 16))
+    return char if char in _UNRESERVED else escape.group().upper()
+
+
+def _dataset_path(path: str) -> str:
+    """``path`` without the ``;params`` of its segments, its escapes normalized and its ``.`` and ``..``
+    segments resolved (RFC 3986, 6.2.2); ``/`` when empty."""
+    segments: list[str] = []
+    for segment in path.split("/")[1:]:
+        segment = _ESCAPE.sub(_normal_escape, segment.split(";", 1)[0])
+        if segment == "..":
+            if segments:
+                segments.pop()
+        elif segment != ".":
+            segments.append(segment)
+    return "/" + "/".join(segments)
 
 
 def file_datasets(inputs: Any, namespace: str) -> list[InputDataset]:
@@ -75,7 +120,7 @@ def _file_uris(value: Any) -> Iterator[str]:
         if value.kind == "url" and isinstance(value.source, str):
             yield value.source
         elif value.kind == "spot" and isinstance(value.source, str):
-            yield value.source if value.source.startswith(SPOT_PREFIX) else SPOT_PREFIX + value.source
+            yield spot_uri(value.source)
     elif isinstance(value, Mapping):
         if isinstance(value.get("uri"), str):
             yield value["uri"]
@@ -89,14 +134,19 @@ def _file_uris(value: Any) -> Iterator[str]:
 
 def _locate(uri: str, namespace: str) -> tuple[str, str] | None:
     """(namespace, name) of a file URI; None for data URIs and anything else without a public name."""
-    if uri.startswith(SPOT_PREFIX):
-        file_id = uri[len(SPOT_PREFIX) :].strip("/")
+    parts = urlsplit(uri.strip())
+    if parts.scheme == "spot":
+        file_id = spot_file_id(uri)
         return (namespace, f"files/{file_id}") if file_id else None
-    parts = urlsplit(uri)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if parts.scheme not in ("http", "https"):
         return None
-    host = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
-    return f"{parts.scheme}://{host}", parts.path or "/"
+    try:
+        authority = _authority(parts)
+    except ValueError:
+        return None
+    if not authority:
+        return None
+    return f"{parts.scheme}://{authority}", _dataset_path(parts.path)
 
 
 def noxus_run_lineage(

@@ -322,8 +322,20 @@ SPOT_SCHEME = "spot://"
 
 
 def spot_file_id(uri_or_id: str) -> str:
-    """The file id of ``spot://<id>``, or of a bare id (surrounding spaces dropped)."""
-    return str(uri_or_id).strip().removeprefix(SPOT_SCHEME)
+    """The file id of ``spot://<id>`` or of a bare id: the one reading of a stored file's reference.
+
+    Surrounding spaces and slashes are dropped and the scheme is matched in any case, so
+    ``" SPOT://f1/ "`` and ``"f1"`` name the same file; empty when no id is left.
+    """
+    text = str(uri_or_id).strip()
+    if text[: len(SPOT_SCHEME)].lower() == SPOT_SCHEME:
+        text = text[len(SPOT_SCHEME) :]
+    return text.strip().strip("/")
+
+
+def spot_uri(uri_or_id: str) -> str:
+    """``spot://<id>`` of a stored file given as a URI or a bare id (see :func:`spot_file_id`)."""
+    return SPOT_SCHEME + spot_file_id(uri_or_id)
 
 
 def download_file_request(file_id: str) -> ApiRequest:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_provider_noxus.files import NoxusFile
-from airflow_provider_noxus.protocol import SPOT_SCHEME, spot_file_id
+from airflow_provider_noxus.protocol import spot_uri
 
 #: ``task_state_store`` key of the :class:`RunRecord`.
 RUN_RECORD_KEY = "noxus_run"
@@ -69,7 +69,7 @@ def _file_reference(file: NoxusFile) -> dict[str, Any]:
     if file.kind == "url":
         reference = str(file.source)
     elif file.kind == "spot":
-        reference = SPOT_SCHEME + spot_file_id(str(file.source))
+        reference = spot_uri(str(file.source))
     else:
         sha256 = _content_sha256(file)
         reference = f"sha256:{sha256}" if sha256 else f"path:{file.source!s}"

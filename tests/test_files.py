@@ -216,7 +216,7 @@ def test_templated_values_are_checked_after_rendering(emu: Any) -> None:
         resolve_file_inputs(task.inputs, hook=NoxusHook(), allow_private_urls=True)
 
 
-def test_path_is_templated_and_only_checked_at_task_start() -> None:
+def test_path_is_templated_and_not_checked_at_parse() -> None:
     task = NoxusRunOperator(
         task_id="t", workflow_id="wf", inputs={"document": NoxusFile.from_path("/data/{{ ds }}.pdf")}
     )
@@ -248,3 +248,104 @@ def test_dag_with_file_inputs_serializes() -> None:
     assert "/data/report.pdf" in text and "<5000 bytes>" in text and "https://example.org/a.pdf" in text
     assert "x" * 100 not in text
     assert task.task_id == "t"
+
+
+@pytest.mark.parametrize(
+    ("template", "rendered", "message"),
+    [
+        ("{{ url }}", "file_server", r"'document'.*127\.0\.0\.1.*non-public"),
+        ("{{ url }}", "http://metadata.google.internal/computeMetadata/v1/", r"'document'.*metadata host"),
+        ("{{ url }}", "file:///etc/passwd", r"'document'.*not an http"),
+        ("{{ path }}", "missing", r"'document'.*missing\.pdf.*does not exist"),
+    ],
+)
+def test_a_templated_input_is_checked_once_rendered_before_anything_is_sent(
+    emu: Any,
+    tmp_path: Path,
+    file_server: str,
+    monkeypatch: pytest.MonkeyPatch,
+    template: str,
+    rendered: str,
+    message: str,
+) -> None:
+    """Not checkable while the DAG is parsed, the rendered value is checked at task start, before the
+    large file listed first is uploaded and before any run is created: nothing reaches Noxus."""
+    monkeypatch.setattr(files, "MAX_INLINE_FILE_BYTES", 100)
+    appendix = tmp_path / "appendix.pdf"
+    appendix.write_bytes(CONTENT)  # over the inline size: would be uploaded
+    document = NoxusFile.from_path(template) if "path" in template else NoxusFile.from_url(template)
+    task = NoxusRunOperator(
+        task_id="files",
+        workflow_id=emu.control.workflow_id("file_info"),
+        inputs={"appendix": NoxusFile.from_path(appendix), "document": document},
+    )
+    value = {"file_server": file_server, "missing": str(tmp_path / "missing.pdf")}.get(rendered, rendered)
+    task.render_template_fields({"url": value, "path": value})  # type: ignore[arg-type]
+
+    with pytest.raises(NoxusFileInputError, match=message):
+        run_task(task, make_context())
+    assert emu.control.counters()["requests"] == {}
+
+
+def test_spot_references_are_read_one_way(emu: Any) -> None:
+    """A stored file's URI, its bare id, and spaced, slashed or upper-case forms send the same file."""
+    uploaded = NoxusHook().upload_file(CONTENT, filename="kept.pdf")
+    file_id = uploaded["id"]
+    for given in (uploaded["uri"], file_id, f" {uploaded['uri']}/ ", f"SPOT://{file_id}"):
+        resolved = resolve_file_inputs({"doc": NoxusFile.from_spot(given)}, hook=NoxusHook())
+        assert resolved["doc"] == {"uri": uploaded["uri"], "name": file_id}
+    info = run_file_info(emu, NoxusFile.from_spot(f" SPOT://{file_id}/ "))
+    assert (info["source"], info["sha256"]) == ("spot", DIGEST)
+
+
+@pytest.mark.parametrize("source", ["spot://", " ", "spot:///"])
+def test_an_empty_spot_id_fails_at_parse(source: str) -> None:
+    with pytest.raises(ValueError, match="file id"):
+        NoxusFile.from_spot(source)
+
+
+def test_a_url_parsers_disagree_on_fails_at_parse() -> None:
+    with pytest.raises(ValueError, match="backslash"):
+        NoxusFile.from_url("http://127.0.0.1\\@example.com/a.pdf")
+    assert NoxusFile.from_url("{{ var.value.base }}/a b.pdf").source == "{{ var.value.base }}/a b.pdf"
+
+
+def test_upload_part_is_the_one_rule_of_an_upload(tmp_path: Path) -> None:
+    """The hook's upload and a large file input share name, MIME type and cap."""
+    path = tmp_path / "scan.png"
+    path.write_bytes(b"png")
+    assert files.upload_part(path) == ("scan.png", b"png", "image/png")
+    assert files.upload_part(b"x") == (files.DEFAULT_UPLOAD_NAME, b"x", "application/octet-stream")
+    assert files.upload_part(b"x", "a.csv", "text/plain") == ("a.csv", b"x", "text/plain")
+    huge = b"\0" * (files.MAX_FILE_BYTES + 1)
+    with pytest.raises(NoxusFileInputError, match=r"File upload: 'upload\.bin'.*upload cap"):
+        files.upload_part(huge)
+    with pytest.raises(NoxusFileInputError, match=r"File input 'doc'.*'big\.bin'.*upload cap"):
+        files.upload_part(huge, "big.bin", input_name="doc")
+
+
+def test_an_upload_over_the_cap_sends_nothing(emu: Any, tmp_path: Path) -> None:
+    path = tmp_path / "huge.bin"
+    with path.open("wb") as handle:
+        handle.truncate(files.MAX_FILE_BYTES + 1)
+    with pytest.raises(NoxusFileInputError, match=r"huge\.bin.*upload cap"):
+        NoxusHook().upload_file(path)
+    assert emu.control.counters()["requests"] == {}
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "ftp://reader:pw-5f2c@files.example.com/a.pdf?sig=s-93d1#t",
+            "ftp://reader:***@files.example.com/a.pdf?***#***",
+        ),
+        ("http://[::1/a.pdf?sig=s-93d1", "http://[::1/a.pdf?***"),  # cannot be parsed
+        ("http://files.example.com/a b.pdf#token=s-93d1", "http://files.example.com/a b.pdf#***"),
+    ],
+)
+def test_a_refused_url_is_named_without_its_secrets(url: str, shown: str) -> None:
+    with pytest.raises(NoxusFileInputError, match="'doc'") as refused:
+        check_public_url(url, input_name="doc")
+    assert repr(shown) in str(refused.value) and "5f2c" not in str(refused.value)
+    assert "93d1" not in str(refused.value)

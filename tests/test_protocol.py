@@ -443,3 +443,22 @@ def test_lines_up_to_the_bound_pass_and_memory_is_released() -> None:
 def test_invalid_utf8_is_replaced_not_raised() -> None:
     events = SSEParser().feed(b'data: {"redisId": "a", "data": {"t": "\xff"}}\n\n')
     assert events[0].data["t"] == "\ufffd"
+
+
+@pytest.mark.parametrize(
+    ("given", "file_id"),
+    [
+        ("spot://0f6d", "0f6d"),
+        ("0f6d", "0f6d"),
+        ("  spot://0f6d/ ", "0f6d"),
+        ("SPOT://0f6d", "0f6d"),
+        ("spot:///0f6d", "0f6d"),
+        ("spot://", ""),
+        (" / ", ""),
+    ],
+)
+def test_spot_references_read_one_way(given: str, file_id: str) -> None:
+    assert protocol.spot_file_id(given) == file_id
+    assert protocol.spot_uri(given) == f"spot://{file_id}"
+    if file_id:
+        assert protocol.download_file_request(given).path == f"/v1/file/{file_id}"

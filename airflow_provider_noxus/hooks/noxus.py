@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import mimetypes
 import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator, Mapping
@@ -29,12 +28,12 @@ from airflow_provider_noxus.exceptions import (
     NoxusAuthError,
     NoxusConfigurationError,
     NoxusError,
-    NoxusFileInputError,
     NoxusNotFoundError,
     NoxusProtocolError,
     NoxusRunError,
     NoxusRunTimeoutError,
 )
+from airflow_provider_noxus.files import upload_part
 from airflow_provider_noxus.hooks._transport import (
     SHARED_SESSIONS,
     AsyncSleep,
@@ -70,31 +69,6 @@ def _me_without_key(record: dict[str, Any], api_key: str) -> dict[str, Any]:
     if record.get("value") == api_key:
         return {**record, "value": "***"}
     return record
-
-
-def _file_part(
-    content: bytes | str | os.PathLike[str], filename: str | None, content_type: str | None
-) -> tuple[str, bytes, str]:
-    """``(filename, bytes, content type)`` of an upload; a str or path names a local file."""
-    if isinstance(content, bytes):
-        data, default_name = content, "upload.bin"
-    else:
-        path = os.fspath(content)
-        try:
-            with open(path, "rb") as handle:
-                data = handle.read(protocol.MAX_FILE_BYTES + 1)
-        except OSError as error:
-            raise NoxusFileInputError(
-                f"Cannot read the file to upload {path!r}: {error.strerror}."
-            ) from error
-        default_name = os.path.basename(path)
-    if len(data) > protocol.MAX_FILE_BYTES:
-        raise NoxusFileInputError(
-            f"The file to upload ({filename or default_name!r}) is over the server's "
-            f"{protocol.MAX_FILE_BYTES // (1024 * 1024)} MB cap."
-        )
-    name = filename or default_name
-    return name, data, content_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
 
 
 # --------------------------------------------------------------------------------------------
@@ -243,8 +217,9 @@ class NoxusHook(BaseHook):
         :param content: the bytes, or the path of a local file (``str`` is a path).
         :param filename: name shown in Noxus; default the path's base name.
         :param content_type: MIME type; default guessed from the name.
+        :raises NoxusFileInputError: the file cannot be read or is over the server's cap (nothing sent).
         """
-        part = _file_part(content, filename, content_type)
+        part = upload_part(content, filename, content_type)
         return self._transport.call_json(protocol.upload_file_request(), files={"file": part})
 
     def download_file(self, file_id: str) -> bytes:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_noxus import protocol
 from airflow_provider_noxus._compat import AIRFLOW_V_3_3_PLUS, AirflowException, BaseOperator
 from airflow_provider_noxus.exceptions import (
+    NoxusConfigurationError,
     NoxusError,
     NoxusNotFoundError,
     NoxusProtocolError,
@@ -39,7 +40,7 @@ from airflow_provider_noxus.exceptions import (
     NoxusTransportError,
     shorten,
 )
-from airflow_provider_noxus.files import NoxusFile, resolve_file_inputs
+from airflow_provider_noxus.files import NoxusFile, check_http_url, is_templated, resolve_file_inputs
 from airflow_provider_noxus.hooks.noxus import NoxusHook
 from airflow_provider_noxus.links.noxus import NoxusRunLink
 from airflow_provider_noxus.protocol import FAILURE_STATUSES, NoxusRunStatus
@@ -146,8 +147,8 @@ class NoxusRunOperator(NoxusRunWaitMixin, BaseOperator):
             raise ValueError(f"{where}: workflow_id is required.")
         if inputs is not None and not isinstance(inputs, (Mapping, str)):
             raise TypeError(f"{where}: inputs must be a dict, got {type(inputs).__name__}.")
-        if callback_url and "{{" not in callback_url and not callback_url.startswith(("http://", "https://")):
-            raise ValueError(f"{where}: callback_url must be an http(s) URL, got {callback_url!r}.")
+        if callback_url and not is_templated(callback_url):
+            check_http_url(callback_url, what=f"{where}: callback_url", error=ValueError)
         if use_sync_endpoint and not wait_for_completion:
             raise ValueError(
                 f"{where}: use_sync_endpoint=True waits by nature; it cannot go with "
@@ -185,6 +186,12 @@ class NoxusRunOperator(NoxusRunWaitMixin, BaseOperator):
         ledger = self._ledger(context)
         inputs = self._rendered_inputs()
         protocol.check_json_inputs(inputs, opaque=(NoxusFile,))
+        if self.callback_url:  # checked again once rendered, before anything is sent
+            check_http_url(
+                self.callback_url,
+                what=f"Task {self.task_id!r}: callback_url of workflow {self.workflow_id}",
+                error=NoxusConfigurationError,
+            )
         intent = intent_fingerprint(
             self.workflow_id,
             inputs,

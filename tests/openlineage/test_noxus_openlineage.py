@@ -20,13 +20,16 @@ from typing import Any
 import pytest
 import requests
 from support.loopback import serving
+from support.noxus_tasks import use_fast_connection
 
 pytest.importorskip("airflow.providers.openlineage", reason="apache-airflow-providers-openlineage is absent")
 
 from airflow_provider_noxus.emulator import EmulatorServer
 from airflow_provider_noxus.emulator.workflows import parse_workflow
-from airflow_provider_noxus.files import NoxusFile
+from airflow_provider_noxus.files import NoxusFile, resolve_file_inputs
+from airflow_provider_noxus.hooks.noxus import NoxusHook
 from airflow_provider_noxus.openlineage import api_namespace, file_datasets
+from airflow_provider_noxus.run_identity import intent_fingerprint
 
 DAGS_FOLDER = Path(__file__).resolve().parents[1] / "dags"
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
@@ -70,6 +73,78 @@ def test_file_datasets_name_urls_and_spot_files_without_secrets() -> None:
         ("noxus://backend.noxus.ai:8443", "files/0f6d1"),
         ("noxus://backend.noxus.ai:8443", "files/7aa2"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("uri", "located"),
+    [
+        # User info, ;params of any segment (a session id), query and fragment are dropped.
+        (
+            "https://reader:pw@files.example.com/q3;v=2/report.pdf;jsessionid=A1B2?X-Sig=s#p2",
+            ("https://files.example.com", "/q3/report.pdf"),
+        ),
+        # The same address written another way is one dataset.
+        (
+            "HTTPS://Files.Example.COM.:443/q3/./draft/../report.pdf",
+            ("https://files.example.com", "/q3/report.pdf"),
+        ),
+        ("http://files.example.com:80", ("http://files.example.com", "/")),
+        ("http://files.example.com:8080/a.pdf", ("http://files.example.com:8080", "/a.pdf")),
+        ("http://[2001:DB8::1]:8443/r.pdf;token=t", ("http://[2001:db8::1]:8443", "/r.pdf")),
+        # An encoded semicolon is part of the name, not a parameter; escapes are written one way.
+        ("https://files.example.com/a%3bb.pdf", ("https://files.example.com", "/a%3Bb.pdf")),
+        (
+            "https://files.example.com/%7Eq3/%2E/r%65port.pdf",
+            ("https://files.example.com", "/~q3/report.pdf"),
+        ),
+        # No public name: a bad port, no host, another scheme.
+        ("https://files.example.com:99999/a.pdf", None),
+        ("https:///a.pdf", None),
+        ("ftp://files.example.com/a.pdf", None),
+    ],
+)
+def test_dataset_names_drop_what_holds_secrets_or_varies_per_request(
+    uri: str, located: tuple[str, str] | None
+) -> None:
+    datasets = file_datasets({"doc": {"uri": uri}}, "noxus://api.example.com")
+    assert [(d.namespace, d.name) for d in datasets] == ([located] if located else [])
+
+
+def test_default_port_of_the_api_is_not_part_of_its_namespace() -> None:
+    assert api_namespace("https://key@API.noxus.ai:443/") == api_namespace("https://api.noxus.ai")
+    assert api_namespace("http://[::1]:8000") == "noxus://[::1]:8000"
+
+
+def test_a_stored_file_is_named_alike_by_the_run_input_lineage_and_the_run_identity(
+    noxus_emulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However the spot:// reference is written, the run gets the upload's URI, lineage names that
+    file, and the task's intent (which decides reattaching) is the same."""
+    use_fast_connection(monkeypatch, noxus_emulator)
+    hook = NoxusHook()
+    uploaded = hook.upload_file(b"appendix", filename="appendix.txt")
+    namespace = api_namespace(hook.base_url)
+
+    def named(reference: str) -> tuple[str, list[tuple[str, str]], str]:
+        inputs = {"doc": NoxusFile.from_spot(reference)}
+        return (
+            resolve_file_inputs(inputs, hook=hook)["doc"]["uri"],
+            [(d.namespace, d.name) for d in file_datasets(inputs, namespace)],
+            intent_fingerprint(
+                "wf",
+                inputs,
+                workflow_version_id=None,
+                node_ids=None,
+                callback_url=None,
+                use_sync_endpoint=False,
+            ),
+        )
+
+    expected = named(uploaded["uri"])
+    assert expected[:2] == (uploaded["uri"], [(namespace, f"files/{uploaded['id']}")])
+    for written in (uploaded["id"], f"  {uploaded['uri']}/ ", f"SPOT://{uploaded['id']}"):
+        assert named(written) == expected, written
+    assert named("spot://another-file")[2] != expected[2]
 
 
 class ReportHandler(http.server.BaseHTTPRequestHandler):

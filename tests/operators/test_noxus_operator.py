@@ -21,6 +21,7 @@ from support.noxus_tasks import make_operator as operator
 from airflow_provider_noxus._compat import AIRFLOW_V_3_3_PLUS, AirflowFailException
 from airflow_provider_noxus.exceptions import (
     NoxusAuthError,
+    NoxusConfigurationError,
     NoxusOutputTooLargeError,
     NoxusRunError,
     NoxusRunTimeoutError,
@@ -319,5 +320,9 @@ def test_bad_arguments_fail_at_parse(kwargs: dict[str, Any], message: str) -> No
         NoxusRunOperator(task_id="bad", **kwargs)
 
 
-def test_templated_callback_url_is_checked_after_rendering_only() -> None:
-    NoxusRunOperator(task_id="ok", workflow_id="wf", callback_url="{{ var.value.hook_url }}")
+def test_templated_callback_url_is_checked_once_rendered_before_anything_is_sent(emu: Any) -> None:
+    task = operator(emu, "echo", {"text": "x"}, callback_url="{{ hook_url }}")  # not refused at parse
+    task.render_template_fields({"hook_url": "ftp://hooks.example.org/x"})  # type: ignore[arg-type]
+    with pytest.raises(NoxusConfigurationError, match=r"'run_echo': callback_url .*'ftp://.*not an http"):
+        run_task(task, make_context())
+    assert emu.control.counters()["requests"] == {}
