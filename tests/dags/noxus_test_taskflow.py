@@ -1,4 +1,4 @@
-"""TaskFlow: ``@task.noxus`` mapped over questions, one with ``output_model``, and the tasks that read them."""
+"""TaskFlow: ``@task.noxus`` mapped over questions, one with ``output_model``, and tasks reading them."""
 
 from __future__ import annotations
 
