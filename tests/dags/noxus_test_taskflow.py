@@ -35,8 +35,8 @@ with DAG(dag_id="noxus_test_taskflow", schedule=None, start_date=START_DATE, cat
         return QUESTIONS
 
     @task.noxus(workflow_id=ECHO_WORKFLOW_ID, **FAST)
-    def ask(question: str, ds: str | None = None) -> dict[str, str]:
-        return {"text": f"{question} ({ds})"}
+    def ask(question: str, prefix: str, ds: str | None = None) -> dict[str, str]:
+        return {"text": f"{prefix}{question} ({ds})"}
 
     @task
     def gather(answers: list[dict]) -> list[str]:
@@ -50,9 +50,9 @@ with DAG(dag_id="noxus_test_taskflow", schedule=None, start_date=START_DATE, cat
     def read_typed(answer: dict) -> str:
         return f"{answer['text']} checked={answer['checked']}"
 
-    texts = gather(ask.expand(question=questions()))
+    texts = gather(ask.partial(prefix="Q: ").expand(question=questions()))
     read_typed(first_upper(texts))
-    ask.override(task_id="ask_templated", deferrable=False)("dated {{ ds }}")
+    ask.override(task_id="ask_templated", deferrable=False)("dated {{ ds }}", prefix="")
 
 
 with DAG(dag_id="noxus_test_taskflow_misfit", schedule=None, start_date=START_DATE, catchup=False):

@@ -196,6 +196,17 @@ def test_the_result_is_the_validated_model_as_json_data(
     assert run_task(operator, make_context()) == {"text": "hi", "checked": True, "when": None}
 
 
+def test_the_operator_takes_an_output_model_too(emu: Any) -> None:
+    task = NoxusRunOperator(
+        task_id="classic",
+        workflow_id=emu.control.workflow_id("echo"),
+        inputs={"text": "hi"},
+        output_model=Echoed,
+        poll_interval=0.05,
+    )
+    assert run_task(task, make_context()) == {"text": "hi", "checked": True, "when": None}
+
+
 def test_a_validated_model_is_dumped_json_safe(emu: Any) -> None:
     operator = decorated_task(emu, ask, "2026-03-01T10:00:00Z", output_model=Timed)
     assert run_task(operator, make_context()) == {"text": "2026-03-01T10:00:00Z"}

@@ -17,7 +17,8 @@ QUESTIONS = ["Why is the sky blue?", "How far is the moon?", "What is 6 x 7?"]
 def test_mapped_typed_and_templated_taskflow_tasks(airflow_env: dict[str, str], noxus_emulator: Any) -> None:
     tasks = dags_test(airflow_env, "noxus_test_taskflow")
     texts = tasks["gather"]["xcom"]["return_value"]
-    assert [text.rpartition(" (")[0] for text in texts] == QUESTIONS  # one output per question, in order
+    # One output per question, in order, with the argument given by .partial().
+    assert [text.rpartition(" (")[0] for text in texts] == [f"Q: {question}" for question in QUESTIONS]
     assert all(text.endswith(")") and "(None)" not in text for text in texts)  # ``ds`` reached the function
     assert tasks["first_upper"]["xcom"]["return_value"] == {"text": texts[0].upper(), "checked": True}
     assert tasks["read_typed"]["xcom"]["return_value"] == f"{texts[0].upper()} checked=True"
