@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from airflow_provider_noxus._compat import AIRFLOW_V_3_0_PLUS, AirflowFailException
 from airflow_provider_noxus.exceptions import NoxusOutputValidationError, NoxusRunError
@@ -54,6 +54,14 @@ def test_a_fitting_output_is_coerced_and_dumped_to_json_data() -> None:
         "confidence": 0.5,
         "sources": [{"url": "https://a"}],
     }
+
+
+def test_an_output_label_that_is_not_a_python_name_maps_through_an_alias() -> None:
+    class Labelled(BaseModel):
+        final_answer: str = Field(alias="Final answer")
+
+    assert validate_output(Labelled, {"Final answer": "yes"}, **RUN) == {"final_answer": "yes"}
+    assert misfit(Labelled, {"final_answer": "yes"}).fields == ["Final answer"]
 
 
 def test_a_misfit_names_nested_fields_values_run_and_link() -> None:
