@@ -62,11 +62,12 @@ def validate_output(
         problems = error.errors(include_url=False)
         fields = [_field_problem(problem) for problem in problems]
         named = "; ".join(fields[:MAX_FIELDS_NAMED])
-        more = len(fields) - MAX_FIELDS_NAMED
+        if len(fields) > MAX_FIELDS_NAMED:
+            named += f"; and {len(fields) - MAX_FIELDS_NAMED} more"
+        count = "1 field does" if len(fields) == 1 else f"{len(fields)} fields do"
         raise NoxusOutputValidationError(
-            f"The output of the Noxus run does not fit output_model {model.__qualname__}: "
-            f"{len(fields)} field{'s' if len(fields) != 1 else ''} do{'es' if len(fields) == 1 else ''} "
-            f"not fit: {named}{f'; and {more} more' if more > 0 else ''}. Change the workflow's outputs "
+            f"The output of the Noxus run does not fit output_model {model.__qualname__}: {count} not "
+            f"fit: {named}. Change the workflow's outputs "
             "or the model. The task fails without retrying (a retry would read the same output of this "
             "completed run); clear it to make a new run.",
             fields=[_location(problem) for problem in problems],
