@@ -19,15 +19,29 @@ AIRFLOW_V_3_3_PLUS = Version("3.3.0") <= AIRFLOW_VERSION
 
 if AIRFLOW_V_3_0_PLUS:
     from airflow.sdk import BaseHook, BaseOperator, BaseOperatorLink, BaseSensorOperator, PokeReturnValue
+    from airflow.sdk.bases.decorator import (
+        DecoratedOperator,
+        TaskDecorator,
+        determine_kwargs,
+        task_decorator_factory,
+    )
     from airflow.sdk.bases.xcom import BaseXCom as XCom
+    from airflow.sdk.definitions.context import context_merge
     from airflow.sdk.exceptions import AirflowFailException
 else:  # Airflow 2.11
+    from airflow.decorators.base import (  # type: ignore[no-redef]
+        DecoratedOperator,
+        TaskDecorator,
+        task_decorator_factory,
+    )
     from airflow.exceptions import AirflowFailException  # type: ignore[no-redef]
     from airflow.hooks.base import BaseHook  # type: ignore[no-redef,attr-defined]
     from airflow.models.baseoperator import BaseOperator  # type: ignore[no-redef]
     from airflow.models.baseoperatorlink import BaseOperatorLink  # type: ignore[no-redef]
     from airflow.models.xcom import XCom  # type: ignore[no-redef]
     from airflow.sensors.base import BaseSensorOperator, PokeReturnValue  # type: ignore[no-redef]
+    from airflow.utils.context import context_merge  # type: ignore[no-redef,attr-defined]
+    from airflow.utils.operator_helpers import determine_kwargs  # type: ignore[no-redef]
 
 if TYPE_CHECKING:  # type-checked against Airflow 3; on 2.11 the same names are duck-typed alike
     from airflow.sdk import Connection, Context
@@ -111,11 +125,16 @@ __all__ = [
     "BaseTrigger",
     "Connection",
     "Context",
+    "DecoratedOperator",
     "PokeReturnValue",
+    "TaskDecorator",
     "TriggerEvent",
     "XCom",
     "aget_connection",
     "amask_secret",
     "atask_instance_state",
+    "context_merge",
+    "determine_kwargs",
     "mask_secret",
+    "task_decorator_factory",
 ]

@@ -191,3 +191,15 @@ class NoxusFileInputError(NoxusError, ValueError, AirflowFailException):
 
 class NoxusOutputTooLargeError(NoxusRunError, AirflowFailException):
     """A run's output is over the size that may be returned into XCom."""
+
+
+class NoxusOutputValidationError(NoxusRunError, AirflowFailException):
+    """A completed run's output does not fit the task's ``output_model``; a retry would read the same
+    output, so the task fails at once.
+
+    :param fields: the locations (``answer``, ``sources.0.url``) of the fields that do not fit.
+    """
+
+    def __init__(self, message: str, *, fields: list[str], **kwargs: Any) -> None:
+        self.fields = fields
+        super().__init__(message, **kwargs)

@@ -11,7 +11,8 @@ PACKAGE = "airflow_provider_noxus"
 
 
 def get_provider_info() -> dict[str, Any]:
-    """Describe the provider: its connection type and form, hooks, operators, triggers and links."""
+    """Describe the provider: its connection type and form, hooks, operators, triggers, links
+    and the ``@task.noxus`` TaskFlow decorator."""
     return {
         "package-name": "airflow-provider-noxus",
         "name": "Noxus",
@@ -29,6 +30,7 @@ def get_provider_info() -> dict[str, Any]:
             for kind in ("hooks", "operators", "sensors", "triggers")
         },
         "extra-links": ["airflow_provider_noxus.links.noxus.NoxusRunLink"],
+        "task-decorators": [{"name": "noxus", "class-name": f"{PACKAGE}.decorators.noxus.noxus_task"}],
         "connection-types": [
             {
                 "hook-class-name": "airflow_provider_noxus.hooks.noxus.NoxusHook",

@@ -23,6 +23,7 @@ from airflow_provider_noxus.exceptions import (
 )
 from airflow_provider_noxus.hooks.noxus import NoxusHook
 from airflow_provider_noxus.links.noxus import XCOM_RUN_ID_KEY, XCOM_RUN_URL_KEY
+from airflow_provider_noxus.outputs import validate_output
 from airflow_provider_noxus.protocol import RetryPolicy
 from airflow_provider_noxus.triggers.noxus import NoxusRunTrigger
 from airflow_provider_noxus.wait import (
@@ -74,6 +75,8 @@ class NoxusRunWaitMixin:
 
     #: Whether this task owns the run: it stops the run on timeout, kill and refused feedback.
     owns_run: bool = True
+    #: The pydantic model a completed run's output is validated against (:mod:`..outputs`), if any.
+    output_model: Any = None
 
     if TYPE_CHECKING:
         noxus_conn_id: str
@@ -210,6 +213,13 @@ class NoxusRunWaitMixin:
                 f"needed with NoxusHook({self.noxus_conn_id!r}).get_run(workflow_id, run_id).",
                 status=outcome.run_status,
             )
+        output = validate_output(
+            self.output_model,
+            output,
+            workflow_id=self.workflow_id,
+            run_id=run_id,
+            run_url=self.run_url(run_id),
+        )
         self.log.info("Noxus run %s completed; returning its output (%d bytes).", run_id, size)
         self.delivered(context, run_id)
         return output

@@ -51,6 +51,8 @@ def test_every_module_and_class_named_in_the_provider_info_imports() -> None:
     classes = [e["hook-class-name"] for e in info["connection-types"]] + info["extra-links"]
     for path in classes:
         assert isinstance(_import_path(path), type), path
+    decorators = {e["name"]: _import_path(e["class-name"]) for e in info["task-decorators"]}
+    assert list(decorators) == ["noxus"] and callable(decorators["noxus"])
 
 
 def test_connection_type_matches_the_hook() -> None:
@@ -112,6 +114,14 @@ def test_airflow_providers_hooks_lists_the_noxus_hook(tmp_path: Path) -> None:
     (line,) = [line for line in output.splitlines() if line.startswith("noxus ")]
     assert "airflow_provider_noxus.hooks.noxus.NoxusHook" in line
     assert DISTRIBUTION in line
+
+
+def test_airflow_providers_get_shows_the_task_decorator(tmp_path: Path) -> None:
+    output = _airflow(["providers", "get", DISTRIBUTION, "--full", "--output", "json"], tmp_path)
+    (info,), _ = json.JSONDecoder().raw_decode(output[output.index("[") :])  # warnings may follow
+    assert info["task-decorators"] == [
+        {"name": "noxus", "class-name": "airflow_provider_noxus.decorators.noxus.noxus_task"}
+    ]
 
 
 def test_airflow_connections_test_succeeds_against_the_emulator(noxus_emulator: Any, tmp_path: Path) -> None:

@@ -43,6 +43,7 @@ from airflow_provider_noxus.exceptions import (
 from airflow_provider_noxus.files import NoxusFile, check_http_url, is_templated, resolve_file_inputs
 from airflow_provider_noxus.hooks.noxus import NoxusHook
 from airflow_provider_noxus.links.noxus import NoxusRunLink
+from airflow_provider_noxus.outputs import check_output_model
 from airflow_provider_noxus.protocol import FAILURE_STATUSES, NoxusRunStatus
 from airflow_provider_noxus.run_identity import (
     RunLedger,
@@ -55,6 +56,8 @@ from airflow_provider_noxus.task_wait import DEFAULT_MAX_OUTPUT_BYTES, NoxusRunW
 from airflow_provider_noxus.wait import DEFAULT_POLL_INTERVAL_S, WaitOptions, check_timeout
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from airflow_provider_noxus._compat import Context
 
 #: Seconds after an ambiguous create failure at which the run list is read for the lost run: a run
@@ -96,6 +99,11 @@ class NoxusRunOperator(NoxusRunWaitMixin, BaseOperator):
     :param output_keys_by_id: key the output by output-node id instead of label; the API offers it
         on the sync endpoint only, so it needs ``use_sync_endpoint=True``.
     :param max_output_bytes: largest output (JSON) returned into XCom.
+    :param output_model: a pydantic model class the output of a completed run is validated against;
+        the task then returns the validated model as JSON-safe data (``model_dump(mode="json")``). An
+        output that does not fit fails the task at once, naming the fields, the run and its link
+        (:mod:`airflow_provider_noxus.outputs`); clear the task to make a new run. Needs
+        ``wait_for_completion=True``.
     :param allow_private_file_urls: let file URLs point at private or loopback hosts (tests against
         a local server); None reads the ``NOXUS_ALLOW_PRIVATE_FILE_URLS`` environment variable.
     """
@@ -132,6 +140,7 @@ class NoxusRunOperator(NoxusRunWaitMixin, BaseOperator):
         output_keys_by_id: bool = False,
         max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
         allow_private_file_urls: bool | None = None,
+        output_model: type[BaseModel] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -161,6 +170,12 @@ class NoxusRunOperator(NoxusRunWaitMixin, BaseOperator):
             )
         if max_output_bytes <= 0:
             raise ValueError(f"{where}: max_output_bytes must be above 0.")
+        self.output_model = check_output_model(output_model, where)
+        if output_model is not None and not wait_for_completion:
+            raise ValueError(
+                f"{where}: output_model validates the run's output, which wait_for_completion=False does "
+                "not wait for (the task returns the run id)."
+            )
         self.workflow_id = workflow_id
         self.inputs = inputs
         self.workflow_version_id = workflow_version_id

@@ -54,13 +54,16 @@ def airflow_env(
     yield env
 
 
-def dags_test(env: dict[str, str], dag_id: str) -> dict[str, dict[str, Any]]:
-    """Run ``airflow dags test``; return ``{task_id: {"state": ..., "xcom": {key: value}}}``."""
+def dags_test(env: dict[str, str], dag_id: str, *, succeeds: bool = True) -> dict[str, dict[str, Any]]:
+    """Run ``airflow dags test``; return ``{task_id: {"state": ..., "xcom": {key: value}}}``.
+
+    :param succeeds: whether the DAG run must succeed (else fail).
+    """
     done = subprocess.run(
         [AIRFLOW, "dags", "test", dag_id], env=env, capture_output=True, text=True, timeout=300, check=False
     )
     output = done.stdout[-4000:] + done.stderr[-4000:]
-    assert done.returncode == 0, output
+    assert (done.returncode == 0) == succeeds, output
     db = sqlite3.connect(f"file:{env['AIRFLOW_HOME']}/airflow.db?mode=ro", uri=True)
     try:
         tasks = {
