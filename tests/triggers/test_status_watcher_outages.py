@@ -12,11 +12,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from support.noxus_tasks import first_event, use_fast_connection
+from support.noxus_tasks import use_fast_connection
+from support.watched_triggers import waiting
 
 from airflow_provider_noxus.hooks.noxus import NoxusHook
 from airflow_provider_noxus.triggers.noxus import NoxusRunTrigger
-from airflow_provider_noxus.triggers.status_watcher import StatusWatchers
 
 INTERVAL_S = 0.2
 RUNS = 5
@@ -46,19 +46,15 @@ def trigger(workflow_id: str, run_id: str) -> NoxusRunTrigger:
 
 
 @asynccontextmanager
-async def waiting(workflow_id: str, run_ids: list[str]) -> AsyncIterator[list[asyncio.Future[Any]]]:
+async def waiting_on(workflow_id: str, run_ids: list[str]) -> AsyncIterator[list[asyncio.Future[Any]]]:
     """Triggers waiting on ``run_ids``, cancelled and their runs stopped on exit."""
-    waits = [asyncio.ensure_future(first_event(trigger(workflow_id, run_id))) for run_id in run_ids]
     try:
-        yield waits
+        async with waiting(trigger(workflow_id, run_id) for run_id in run_ids) as waits:
+            yield waits
     finally:
-        for wait in waits:
-            wait.cancel()
-        await asyncio.gather(*waits, return_exceptions=True)
         hook = NoxusHook()
         for run_id in run_ids:
             hook.stop_run(run_id)
-    assert StatusWatchers.active() == []
 
 
 async def until(condition: Callable[[], Any], limit: float, what: str) -> float:
@@ -84,7 +80,7 @@ async def test_the_list_is_read_again_within_a_few_intervals_of_an_outage_ending
     # Six failed list reads in a row: three rounds wait, then rounds read the runs one by one while the
     # list is tried again after 1, 2, 4 and 4 intervals.
     emu.control.add_fault("list_runs", "status", status=503, count=6)
-    async with waiting(workflow_id, runs) as waits:
+    async with waiting_on(workflow_id, runs) as waits:
         await until(lambda: answers(emu, "list_runs").get("503") == 6, 20, "six failed list reads")
         ended = time.monotonic()
         await until(lambda: answers(emu, "list_runs").get("200", 0) >= 1, 10, "the list read again")
@@ -97,7 +93,7 @@ async def test_the_list_is_read_again_within_a_few_intervals_of_an_outage_ending
 async def test_a_429_pauses_the_whole_watcher_for_its_retry_after(emu: Any) -> None:
     workflow_id, runs = create_runs(emu, 60)
     emu.control.add_fault("list_runs", "status", status=429, count=1, retry_after="2")
-    async with waiting(workflow_id, runs) as waits:
+    async with waiting_on(workflow_id, runs) as waits:
         await until(lambda: answers(emu, "list_runs").get("429") == 1, 10, "the 429")
         await asyncio.sleep(1.5)
         # Ten rounds' worth of time: nothing sent, neither the list nor the runs one by one.
@@ -112,7 +108,7 @@ async def test_a_429_on_a_run_read_pauses_the_whole_watcher(emu: Any) -> None:
     workflow_id, runs = create_runs(emu, 60)
     emu.control.add_fault("list_runs", "status", status=404, count=1)  # runs read one by one
     emu.control.add_fault("get_run_status", "status", status=429, count=1, retry_after="2")
-    async with waiting(workflow_id, runs) as waits:
+    async with waiting_on(workflow_id, runs) as waits:
         await until(lambda: answers(emu, "get_run_status").get("429") == 1, 10, "the 429")
         await asyncio.sleep(1.5)
         assert answers(emu, "list_runs") == {"404": 1}
@@ -125,7 +121,7 @@ async def test_a_429_on_a_run_read_pauses_the_whole_watcher(emu: Any) -> None:
 async def test_a_refused_list_read_fails_no_trigger_whose_own_read_is_allowed(emu: Any, status: int) -> None:
     workflow_id, runs = create_runs(emu, 2)
     emu.control.add_fault("list_runs", "status", status=status, count=-1)
-    async with waiting(workflow_id, runs) as waits:
+    async with waiting_on(workflow_id, runs) as waits:
         events = await asyncio.wait_for(asyncio.gather(*waits), 20)
         assert [event["status"] for event in events] == ["success"] * RUNS
         # The list is not read every round while it is refused, but its verdict expires.
@@ -139,7 +135,7 @@ async def test_a_refused_list_read_fails_no_trigger_whose_own_read_is_allowed(em
 async def test_an_unusable_list_verdict_expires(emu: Any) -> None:
     workflow_id, runs = create_runs(emu, 60)
     emu.control.add_fault("list_runs", "status", status=422, count=1)
-    async with waiting(workflow_id, runs) as waits:
+    async with waiting_on(workflow_id, runs) as waits:
         await until(lambda: answers(emu, "list_runs").get("422") == 1, 10, "the 422")
         took = await until(lambda: answers(emu, "list_runs").get("200", 0) >= 1, 10, "the list read again")
         assert took <= 4 * INTERVAL_S + 1.0
