@@ -3,19 +3,27 @@
 Triggers of one process that poll runs of the same connection and workflow share a
 :class:`StatusWatcher`. Its rounds come once per the shortest poll interval of its triggers; each round
 checks the runs due (each is checked once per its trigger's poll interval) by reading the workflow's
-run list, newest first, 100 runs a page, until every due run has been seen or a page budget is spent;
-the due runs it did not see get their own ``GET /v1/runs/{id}``, as does the run of a watcher that waits
-on one run only (one request either way, without a page of the workflow's history to parse). Whatever
-order the server lists in, every due run is checked each round: the budget bounds the list reads, the
-per-run reads cover the rest. A fan-out's runs are among the workflow's newest, so a round usually
-costs one request per 100 waiting runs.
+run list, newest first, 100 runs a page, as far as the round's walk allows (bounded by the runs it still
+needs, see :mod:`~airflow_provider_noxus.triggers.watch_round`); the due runs it did not see get their
+own ``GET /v1/runs/{id}``, as does the run of a watcher that waits on one run only (one request either
+way, without a page of the workflow's history to parse). Whatever order the server lists in, every due
+run is checked each round: the walk bounds the list reads, the per-run reads cover the rest. A fan-out's
+runs are among the workflow's newest, so a round usually costs one request per 100 waiting runs.
 
 A trigger is woken only when its run changes (its status, or the nodes running and done), including any
 run seen in a page before its turn: a trigger whose run goes on unchanged costs nothing but its share of
 a page. The watcher is created with its first trigger and ends with its last; a cancelled trigger leaves
-it at once. A page that fails for a transient reason delays that round's unseen runs to the next round
-(after three such rounds in a row, the runs are read one by one); a refused key (401/403) is every
-waiting trigger's answer.
+it at once.
+
+The list is believed only as far as :func:`~airflow_provider_noxus.run_list.parse_run_page` allows, and
+an item without a status is not taken for its run. A list read that fails delays that round's unseen
+runs to the next round; after three such rounds in a row, or at once when the list is refused (401, 403
+or another 4xx), the runs are read one by one, each failing only on its own read, and the list is tried
+again within four poll intervals. A 429 (on any read) pauses the whole watcher for its ``Retry-After``.
+A server value that cannot be read fails the read of the run it concerns, not the round.
+
+(Over 400 lines: the watcher, the seat a trigger takes in it and the registry of watchers are one
+concept; the round's decisions are in :mod:`~airflow_provider_noxus.triggers.watch_round`.)
 """
 
 from __future__ import annotations
@@ -207,6 +215,7 @@ class StatusWatcher:
         try:
             await self._read_list(client, unseen)
         except NoxusError as error:
+            now = asyncio.get_running_loop().time()
             after = self._health.list_failed(error, now, tick)
             if after is AfterListFailure.WAIT:
                 log.warning(
@@ -307,9 +316,8 @@ class StatusWatcher:
         loop = asyncio.get_running_loop()
         if loop.time() < self._health.quiet_until:
             return
-        readers = self._readers.get(run_id, ())
         try:
-            answer = await client.a_get_run_status(run_id, policy=SINGLE_ATTEMPT)
+            run = self._own_run(run_id, await client.a_get_run_status(run_id, policy=SINGLE_ATTEMPT))
         except NoxusRateLimitedError as error:
             self._health.rate_limited(error, loop.time(), self._tick)
             log.warning(
@@ -319,23 +327,19 @@ class StatusWatcher:
             )
             return
         except NoxusError as error:
-            self._fail(readers, error)
+            self._fail(self._readers.get(run_id, ()), error)
             return
         finally:
             self.runs_read += 1
         try:
-            self._seen(run_id, self._own_run(run_id, answer))
-        except NoxusError as error:
-            self._fail(readers, error)
+            self._seen(run_id, run)
         except Exception as error:  # a value of this answer: its run's failure only
-            self._fail(
-                readers,
-                NoxusProtocolError(
-                    f"The Noxus API answered a status read with a run that cannot be read ({error!r}).",
-                    run_id=run_id,
-                    workflow_id=self.workflow_id,
-                ),
+            failure = NoxusProtocolError(
+                f"The Noxus API answered a status read with a run that cannot be read ({error!r}).",
+                run_id=run_id,
+                workflow_id=self.workflow_id,
             )
+            self._fail(self._readers.get(run_id, ()), failure)
 
     def _own_run(self, run_id: str, answer: Any) -> Mapping[str, Any]:
         """``answer`` to the read of ``run_id``, if it is that run."""
