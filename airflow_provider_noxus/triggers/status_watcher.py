@@ -252,16 +252,14 @@ class StatusWatcher:
             self._page_size = page.size
             if page.total is not None:
                 self._listed_total = page.total
-            fresh = 0
             for index, run in enumerate(page.items):
                 run_id = run["id"]
-                if run_id not in listed:
-                    fresh += 1
-                    listed.add(run_id)
                 if run_id in self._readers and self._seen_in_list(
                     run_id, run, (number - 1) * page.size + index
                 ):
                     unseen.discard(run_id)
+            # Runs no earlier page of the round held (the ids are kept only once a second page is read).
+            fresh = sum(run["id"] not in listed for run in page.items) if listed else len(page.items)
             if walk is None:
                 # The first page tells how many runs were created since the last round: those waited on
                 # moved down the list by as many.
@@ -271,6 +269,7 @@ class StatusWatcher:
                 if unseen:
                     log.debug("%d runs of workflow %s not in the pages read", len(unseen), self.workflow_id)
                 return
+            listed.update(run["id"] for run in page.items)
             number = walk.pages_read
 
     def _seen_in_list(self, run_id: str, run: Mapping[str, Any], position: int) -> bool:
