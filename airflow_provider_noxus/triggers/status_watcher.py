@@ -239,7 +239,7 @@ class StatusWatcher:
         """Read list pages as the round's :class:`PageWalk` says; answer the runs seen, leave in
         ``unseen`` the due runs that were not."""
         due = list(unseen)
-        listed: set[str] = set()
+        before: set[str] = set()  # the ids of the page before
         walk: PageWalk | None = None
         number = 1
         while True:
@@ -258,18 +258,19 @@ class StatusWatcher:
                     run_id, run, (number - 1) * page.size + index
                 ):
                     unseen.discard(run_id)
-            # Runs no earlier page of the round held (the ids are kept only once a second page is read).
-            fresh = sum(run["id"] not in listed for run in page.items) if listed else len(page.items)
+            # Most of the page was on the page before (new runs push only a few from one to the next): its
+            # middle run was.
+            repeats = bool(page.items) and page.items[len(page.items) // 2]["id"] in before
             if walk is None:
                 # The first page tells how many runs were created since the last round: those waited on
                 # moved down the list by as many.
                 budget = page_budget((self._now_at(run_id) for run_id in due), self._page_size)
                 walk = PageWalk(budget=budget, needed=len(unseen), first_total=page.total)
-            if walk.after(page, len(unseen), fresh) is not Step.NEXT_PAGE:
+            if walk.after(page, len(unseen), repeats=repeats) is not Step.NEXT_PAGE:
                 if unseen:
                     log.debug("%d runs of workflow %s not in the pages read", len(unseen), self.workflow_id)
                 return
-            listed.update(run["id"] for run in page.items)
+            before = {run["id"] for run in page.items}
             number = walk.pages_read
 
     def _seen_in_list(self, run_id: str, run: Mapping[str, Any], position: int) -> bool:

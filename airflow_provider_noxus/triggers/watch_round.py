@@ -142,7 +142,7 @@ class PageWalk:
     ``total`` to the largest seen since, and never more pages than due runs are still unseen), or the
     rest of the list when it holds fewer pages than runs unseen; never beyond ``budget`` plus the due
     runs unseen after the first page (past that, reading them one by one costs less). A page that
-    repeats the ones before ends the walk.
+    repeats the one before ends the walk.
 
     :param budget: pages worth reading, as the first page told (see :func:`page_budget`).
     :param needed: due runs unseen after the first page.
@@ -158,17 +158,15 @@ class PageWalk:
     def __post_init__(self) -> None:
         self.largest_total = self.first_total
 
-    def after(self, page: RunPage, unseen: int, fresh: int) -> Step:
-        """What to do after ``page`` (the first one included), with ``unseen`` due runs not seen yet
-        and ``fresh`` items of the page that no earlier page of the round held."""
+    def after(self, page: RunPage, unseen: int, *, repeats: bool = False) -> Step:
+        """What to do after ``page`` (the first one included), with ``unseen`` due runs not seen yet;
+        ``repeats``: most of the page's runs were on the page before (the server ignores ``page``)."""
         if page.total is not None and (self.largest_total is None or page.total > self.largest_total):
             self.largest_total = page.total
         if unseen <= 0:
             return Step.DONE
-        if page.last or page.page != self.pages_read or 2 * fresh < len(page.items):
-            # The end of the list, or a page that repeats (the server ignores ``page``): most of its
-            # runs were on the pages before (new runs push a few down from one page to the next).
-            return Step.READ_RUNS
+        if page.last or repeats or page.page != self.pages_read:
+            return Step.READ_RUNS  # the end of the list, or a server that ignores ``page``
         ceiling = self.budget + self.needed
         limit = self.budget + min(self._growth_pages(page.size), unseen)
         if page.pages is not None and page.pages - self.pages_read < unseen:

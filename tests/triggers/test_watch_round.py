@@ -3,7 +3,6 @@ again after failures, refusals and 429s, and where a round's walk down the list 
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import pytest
@@ -35,11 +34,11 @@ def page(number: int, *, items: int = 100, total: int | None = 10_000, pages: in
 
 
 def walk_to_the_end(walk: PageWalk, pages: Any, unseen: int = 5) -> list[Step]:
-    """Feed ``pages(number)`` (with all items fresh) until the walk stops; its steps."""
-    steps = [walk.after(pages(1), unseen, 100)]
+    """Feed ``pages(number)`` (none repeating the one before) until the walk stops; its steps."""
+    steps = [walk.after(pages(1), unseen)]
     while steps[-1] is Step.NEXT_PAGE:
         assert len(steps) < 10_000, "the walk never ended"
-        steps.append(walk.after(pages(walk.pages_read), unseen, 100))
+        steps.append(walk.after(pages(walk.pages_read), unseen))
     return steps
 
 
@@ -98,13 +97,13 @@ def test_a_429_pauses_every_request_for_its_retry_after(retry_after: float | Non
 
 def test_the_walk_stops_when_every_due_run_is_seen_or_the_list_ends() -> None:
     walk = PageWalk(budget=3, needed=5, first_total=10_000)
-    assert walk.after(page(1), 0, 100) is Step.DONE
+    assert walk.after(page(1), 0) is Step.DONE
     walk = PageWalk(budget=3, needed=5, first_total=250)
     assert walk_to_the_end(walk, lambda n: page(n, total=250, pages=3)) == [Step.NEXT_PAGE] * 2 + [
         Step.READ_RUNS
     ]
     walk = PageWalk(budget=3, needed=5, first_total=None)
-    assert walk.after(page(1, items=0, total=None, pages=None), 5, 0) is Step.READ_RUNS
+    assert walk.after(page(1, items=0, total=None, pages=None), 5) is Step.READ_RUNS
 
 
 def test_a_busy_list_adds_its_growth_once_and_never_more_pages_than_runs_needed() -> None:
@@ -130,11 +129,11 @@ def test_the_rest_of_a_short_list_is_read_when_it_costs_less_than_the_runs_unsee
 
 def test_a_page_that_repeats_ends_the_walk() -> None:
     walk = PageWalk(budget=5, needed=5, first_total=None)
-    assert walk.after(page(1, total=None, pages=None), 5, 100) is Step.NEXT_PAGE
-    assert walk.after(page(2, total=None, pages=None), 5, 1) is Step.READ_RUNS  # 99 of 100 seen before
+    assert walk.after(page(1, total=None, pages=None), 5) is Step.NEXT_PAGE
+    assert walk.after(page(2, total=None, pages=None), 5, repeats=True) is Step.READ_RUNS
     walk = PageWalk(budget=5, needed=5, first_total=None)
-    assert walk.after(page(1, total=None, pages=None), 5, 100) is Step.NEXT_PAGE
-    assert walk.after(page(1, total=None, pages=None), 5, 100) is Step.READ_RUNS  # "page 1" again
+    assert walk.after(page(1, total=None, pages=None), 5) is Step.NEXT_PAGE
+    assert walk.after(page(1, total=None, pages=None), 5) is Step.READ_RUNS  # the server says "page 1" again
 
 
 def test_the_budget_goes_deep_only_where_pages_cost_less_than_per_run_reads() -> None:
@@ -142,4 +141,4 @@ def test_the_budget_goes_deep_only_where_pages_cost_less_than_per_run_reads() ->
     assert page_budget([None] * 150, 100) == 3
     assert page_budget([250] * 50, 100) == 4  # fifty runs on page 3: read down to them
     assert page_budget([10_000], 100) == 2  # one run far down: read it by itself
-    assert page_budget([], 100) == 1 + math.ceil(0)
+    assert page_budget([], 100) == 1
