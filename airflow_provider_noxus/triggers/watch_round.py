@@ -15,7 +15,7 @@ import bisect
 import enum
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from airflow_provider_noxus.exceptions import NoxusRateLimitedError
 from airflow_provider_noxus.run_list import RunPage
@@ -152,8 +152,10 @@ class PageWalk:
     budget: int
     needed: int
     first_total: int | None
-    pages_read: int = 1
-    largest_total: int | None = None
+    #: Pages read so far; after :attr:`Step.NEXT_PAGE`, the number of the page to read.
+    pages_read: int = field(default=1, init=False)
+    #: The largest ``total`` a page of the walk gave.
+    largest_total: int | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.largest_total = self.first_total
@@ -192,4 +194,5 @@ __all__ = [
     "ListHealth",
     "PageWalk",
     "Step",
+    "page_budget",
 ]
