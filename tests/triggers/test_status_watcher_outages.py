@@ -95,8 +95,8 @@ async def test_a_429_pauses_the_whole_watcher_for_its_retry_after(emu: Any) -> N
     emu.control.add_fault("list_runs", "status", status=429, count=1, retry_after="2")
     async with waiting_on(workflow_id, runs) as waits:
         await until(lambda: answers(emu, "list_runs").get("429") == 1, 10, "the 429")
-        await asyncio.sleep(1.5)
-        # Ten rounds' worth of time: nothing sent, neither the list nor the runs one by one.
+        await asyncio.sleep(1.2)
+        # Six rounds' worth of time: nothing sent, neither the list nor the runs one by one.
         assert answers(emu, "list_runs") == {"429": 1}
         assert answers(emu, "get_run_status") == {}
         await until(lambda: answers(emu, "list_runs").get("200", 0) >= 1, 5, "the list after the pause")
@@ -110,7 +110,7 @@ async def test_a_429_on_a_run_read_pauses_the_whole_watcher(emu: Any) -> None:
     emu.control.add_fault("get_run_status", "status", status=429, count=1, retry_after="2")
     async with waiting_on(workflow_id, runs) as waits:
         await until(lambda: answers(emu, "get_run_status").get("429") == 1, 10, "the 429")
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(1.2)
         assert answers(emu, "list_runs") == {"404": 1}
         assert sum(answers(emu, "get_run_status").values()) <= RUNS, "a read started after the 429"
         await until(lambda: answers(emu, "list_runs").get("200", 0) >= 1, 5, "the list after the pause")
