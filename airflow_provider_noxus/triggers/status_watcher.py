@@ -3,25 +3,32 @@
 Triggers of one process that poll runs of the same connection and workflow share a
 :class:`StatusWatcher`. Its rounds come once per the shortest poll interval of its triggers; each round
 checks the runs due (each is checked once per its trigger's poll interval) by reading the workflow's
-run list, newest first, 100 runs a page, until every due run has been seen or a page budget is spent;
-the due runs it did not see get their own ``GET /v1/runs/{id}``, as does the run of a watcher that waits
-on one run only (one request either way, without a page of the workflow's history to parse). Whatever
-order the server lists in, every due run is checked each round: the budget bounds the list reads, the
-per-run reads cover the rest. A fan-out's runs are among the workflow's newest, so a round usually
-costs one request per 100 waiting runs.
+run list, newest first, 100 runs a page, as far as the round's walk allows (bounded by the runs it still
+needs, see :mod:`~airflow_provider_noxus.triggers.watch_round`); the due runs it did not see get their
+own ``GET /v1/runs/{id}``, as does the run of a watcher that waits on one run only (one request either
+way, without a page of the workflow's history to parse). Whatever order the server lists in, every due
+run is checked each round: the walk bounds the list reads, the per-run reads cover the rest. A fan-out's
+runs are among the workflow's newest, so a round usually costs one request per 100 waiting runs.
 
 A trigger is woken only when its run changes (its status, or the nodes running and done), including any
 run seen in a page before its turn: a trigger whose run goes on unchanged costs nothing but its share of
 a page. The watcher is created with its first trigger and ends with its last; a cancelled trigger leaves
-it at once. A page that fails for a transient reason delays that round's unseen runs to the next round
-(after three such rounds in a row, the runs are read one by one); a refused key (401/403) is every
-waiting trigger's answer.
+it at once.
+
+The list is believed only as far as :func:`~airflow_provider_noxus.run_list.parse_run_page` allows, and
+an item without a status is not taken for its run. A list read that fails delays that round's unseen
+runs to the next round; after three such rounds in a row, or at once when the list is refused (401, 403
+or another 4xx), the runs are read one by one, each failing only on its own read, and the list is tried
+again within four poll intervals. A 429 (on any read) pauses the whole watcher for its ``Retry-After``.
+A server value that cannot be read fails the read of the run it concerns, not the round.
+
+(Over 400 lines: the watcher, the seat a trigger takes in it and the registry of watchers are one
+concept; the round's decisions are in :mod:`~airflow_provider_noxus.triggers.watch_round`.)
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import logging
 import math
@@ -31,18 +38,21 @@ from typing import Any
 
 from airflow_provider_noxus._loop_shared import LoopShared
 from airflow_provider_noxus.connection import NoxusConnectionSettings
-from airflow_provider_noxus.exceptions import NoxusAuthError, NoxusError, NoxusProtocolError
+from airflow_provider_noxus.exceptions import NoxusError, NoxusProtocolError, NoxusRateLimitedError
 from airflow_provider_noxus.hooks.noxus import SINGLE_ATTEMPT, NoxusAsyncClient, open_async_client
-from airflow_provider_noxus.wait import is_transient, run_signature
+from airflow_provider_noxus.run_list import parse_run_page
+from airflow_provider_noxus.triggers.watch_round import (
+    PAGE_SIZE,
+    AfterListFailure,
+    ListHealth,
+    PageWalk,
+    Step,
+    page_budget,
+)
+from airflow_provider_noxus.wait import run_signature
 
 log = logging.getLogger(__name__)
 
-#: Runs asked for per list page (the API's maximum).
-PAGE_SIZE = 100
-#: Pages read beyond those the due runs could fill (new runs push older ones down the list).
-PAGE_MARGIN = 1
-#: Rounds in a row whose list reads failed before a round reads its due runs one by one.
-LIST_FAILURES_BEFORE_PER_RUN_READS = 3
 #: Per-run reads of one round in flight at once.
 PER_RUN_READS_AT_ONCE = 20
 #: How long the first round waits for a burst of triggers (a fan-out) to join before it reads.
@@ -89,8 +99,10 @@ class StatusWatcher:
         self._listed_total = 0
         #: Runs per page as the server last said (it may serve fewer than asked).
         self._page_size = PAGE_SIZE
-        self._list_failures = 0
-        self._list_usable = True
+        #: What the list answered lately: whether rounds read it, when the watcher may send at all.
+        self._health = ListHealth()
+        #: The last round's tick (the shortest poll interval of its triggers).
+        self._tick = GATHER_S
         #: When the next round starts (loop time); None while no trigger waits.
         self._next_round: float | None = None
         self._changed = asyncio.Event()
@@ -156,10 +168,12 @@ class StatusWatcher:
             self._changed.clear()
             if self._readers and self._next_round is None:
                 self._next_round = loop.time() + GATHER_S
-            if self._next_round is not None and self._next_round <= loop.time():
+            # Not before a 429's pause is over, whoever joins meanwhile.
+            at = None if self._next_round is None else self._health.round_at(self._next_round)
+            if at is not None and at <= loop.time():
                 return
             # A timer, not wait_for: wait_for would make a task per round of every watcher.
-            timer = None if self._next_round is None else loop.call_at(self._next_round, self._changed.set)
+            timer = None if at is None else loop.call_at(at, self._changed.set)
             try:
                 await self._changed.wait()
             finally:
@@ -182,117 +196,104 @@ class StatusWatcher:
         }
         if not due:
             return
+        self._tick = tick
         try:
-            await self._check(client, due)
+            await self._check(client, due, tick)
         finally:
             self.rounds += 1
 
-    async def _check(self, client: NoxusAsyncClient, due: set[str]) -> None:
-        """Check the ``due`` runs: from the list pages as far as the budget goes, the rest one by one."""
-        if len(self._readers) == 1:
+    async def _check(self, client: NoxusAsyncClient, due: set[str], tick: float) -> None:
+        """Check the ``due`` runs: from the list pages as far as the round's walk goes (see
+        :class:`~airflow_provider_noxus.triggers.watch_round.PageWalk`), the rest one by one."""
+        now = asyncio.get_running_loop().time()
+        if len(self._readers) == 1 or not self._health.reads_list(now):
             # The only run waited on: its own read is one request too, without a page of other runs
-            # (the workflow's history) to parse.
+            # (the workflow's history) to parse. Or the list failed lately: it is tried again later.
             await self._read_one_by_one(client, due)
             return
         unseen = set(due)
-        listed = False
-        if self._list_usable and self._list_failures < LIST_FAILURES_BEFORE_PER_RUN_READS:
-            try:
-                await self._read_list(client, unseen)
-            except NoxusAuthError as error:
-                self._fail(self._all_readers(), error)
+        try:
+            await self._read_list(client, unseen)
+        except NoxusError as error:
+            now = asyncio.get_running_loop().time()
+            after = self._health.list_failed(error, now, tick)
+            if after is AfterListFailure.WAIT:
+                log.warning(
+                    "Reading the run list of Noxus workflow %s failed (%s); the runs not seen wait for "
+                    "the next round.",
+                    self.workflow_id,
+                    error,
+                )
                 return
-            except NoxusError as error:
-                if not is_transient(error):
-                    log.warning(
-                        "The run list of Noxus workflow %s cannot be read (%s); reading runs one by one.",
-                        self.workflow_id,
-                        error,
-                    )
-                    self._list_usable = False
-                else:
-                    self._list_failures += 1
-                    log.warning(
-                        "Reading the run list of Noxus workflow %s failed (%s); the runs not seen wait for "
-                        "the next round.",
-                        self.workflow_id,
-                        error,
-                    )
-                    return
-            else:
-                self._list_failures = 0
-                listed = True
+            log.warning(
+                "The run list of Noxus workflow %s cannot be read (%s); reading runs one by one, the list "
+                "again in %.1f s.",
+                self.workflow_id,
+                error,
+                self._health.list_again_at - now,
+            )
         if unseen:
-            if listed:
-                log.debug("%d runs of workflow %s not in the pages read", len(unseen), self.workflow_id)
             await self._read_one_by_one(client, unseen)
 
     async def _read_list(self, client: NoxusAsyncClient, unseen: set[str]) -> None:
-        """Read list pages until no due run is unseen or the budget is spent; answer what is seen."""
+        """Read list pages as the round's :class:`PageWalk` says; answer the runs seen, leave in
+        ``unseen`` the due runs that were not."""
         due = list(unseen)
-        budget, budgeted_total = self._page_budget(due), self._listed_total
-        page = 1
-        while unseen and page <= budget:
+        before: set[str] = set()  # the ids of the page before
+        walk: PageWalk | None = None
+        number = 1
+        while True:
             envelope = await client.a_list_runs(
-                self.workflow_id, page=page, size=PAGE_SIZE, policy=SINGLE_ATTEMPT
+                self.workflow_id, page=number, size=PAGE_SIZE, policy=SINGLE_ATTEMPT
             )
             self.pages_read += 1
-            items = envelope.get("items")
-            if not isinstance(items, list):
-                raise NoxusProtocolError(
-                    "The Noxus API answered the run list without an items list.",
-                    workflow_id=self.workflow_id,
-                )
-            used_size = envelope.get("size")
-            size = self._page_size = used_size if isinstance(used_size, int) and used_size > 0 else PAGE_SIZE
-            total = envelope.get("total")
-            if isinstance(total, int) and total >= 0:
-                self._listed_total = total
-            for index, run in enumerate(items):
-                run_id = run.get("id") if isinstance(run, Mapping) else None
-                if not isinstance(run_id, str) or run_id not in self._readers:
-                    continue
-                self._position[run_id] = ((page - 1) * size + index, self._listed_total)
-                unseen.discard(run_id)
-                self._seen(run_id, run)
-            pages = envelope.get("pages")
-            if not items or (isinstance(pages, int) and page >= pages):
+            page = parse_run_page(envelope, workflow_id=self.workflow_id, page=number, size=PAGE_SIZE)
+            self._health.list_read()
+            self._page_size = page.size
+            if page.total is not None:
+                self._listed_total = page.total
+            for index, run in enumerate(page.items):
+                run_id = run["id"]
+                if run_id in self._readers and self._seen_in_list(
+                    run_id, run, (number - 1) * page.size + index
+                ):
+                    unseen.discard(run_id)
+            # Most of the page was on the page before (new runs push only a few from one to the next): its
+            # middle run was.
+            repeats = bool(page.items) and page.items[len(page.items) // 2]["id"] in before
+            if walk is None:
+                # The first page tells how many runs were created since the last round: those waited on
+                # moved down the list by as many.
+                budget = page_budget((self._now_at(run_id) for run_id in due), self._page_size)
+                walk = PageWalk(budget=budget, needed=len(unseen), first_total=page.total)
+            if walk.after(page, len(unseen), repeats=repeats) is not Step.NEXT_PAGE:
+                if unseen:
+                    log.debug("%d runs of workflow %s not in the pages read", len(unseen), self.workflow_id)
                 return
-            if page >= budget and isinstance(pages, int) and pages - page < len(unseen):
-                # The rest of the list costs fewer requests than the runs still unseen, one by one
-                # (a fan-out's runs deeper than its first triggers could tell).
-                budget = pages
-            if self._listed_total != budgeted_total:
-                # Runs were created since the budget was set: those waited on moved down the list. The
-                # first page tells by how much since the last round; later, the runs created meanwhile
-                # push every unread run down alike.
-                if page == 1:
-                    budget = self._page_budget(due)
-                else:
-                    budget += math.ceil((self._listed_total - budgeted_total) / size)
-                budgeted_total = self._listed_total
-            page += 1
+            before = {run["id"] for run in page.items}
+            number = walk.pages_read
 
-    def _page_budget(self, due: Iterable[str]) -> int:
-        """Pages worth reading for ``due`` runs: enough for their number, and deeper only where the
-        pages cost less than the per-run reads they spare (runs last seen deep in the list)."""
-        due = list(due)
-        least = math.ceil(len(due) / self._page_size) + PAGE_MARGIN
-        known_pages = sorted(
-            self._now_at(run_id) // self._page_size for run_id in due if run_id in self._position
-        )
+    def _seen_in_list(self, run_id: str, run: Mapping[str, Any], position: int) -> bool:
+        """``run`` is at ``position`` of the list: whether it counts as seen (an item without a status
+        does not: the run is read on its own)."""
+        status = run.get("status")
+        if not isinstance(status, str) or not status:
+            return False
+        self._position[run_id] = (position, self._listed_total)
+        try:
+            self._seen(run_id, run)
+        except Exception:  # a value of this item only: the run's own read tells
+            log.warning("Noxus run %s: its item in the run list could not be read", run_id, exc_info=True)
+            return False
+        return True
 
-        def cost(pages: int) -> int:
-            return pages + len(known_pages) - bisect.bisect_left(known_pages, pages)
-
-        deeper = {page + 1 + PAGE_MARGIN for page in known_pages} - set(range(least + 1))
-        candidates = [least, *deeper]
-        return min(candidates, key=lambda pages: (cost(pages), pages))
-
-    def _now_at(self, run_id: str) -> int:
+    def _now_at(self, run_id: str) -> int | None:
         """Where ``run_id`` is in the list now, as far as the last page read tells: where it was seen,
-        moved down by the runs created since."""
-        position, total_then = self._position[run_id]
+        moved down by the runs created since (None: never seen there)."""
+        seen = self._position.get(run_id)
+        if seen is None:
+            return None
+        position, total_then = seen
         return position + max(0, self._listed_total - total_then)
 
     async def _read_one_by_one(self, client: NoxusAsyncClient, run_ids: Iterable[str]) -> None:
@@ -310,15 +311,45 @@ class StatusWatcher:
         await asyncio.gather(*(read(run_id) for run_id in run_ids))
 
     async def _read_run(self, client: NoxusAsyncClient, run_id: str) -> None:
-        """Read ``run_id``; its triggers get the run if it changed, or the error."""
+        """Read ``run_id``; its triggers get the run if it changed, or the error. A 429 pauses the
+        watcher instead (the run waits for the next round), and no read starts while it is paused."""
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._health.quiet_until:
+            return
         try:
-            run = await client.a_get_run_status(run_id, policy=SINGLE_ATTEMPT)
+            run = self._own_run(run_id, await client.a_get_run_status(run_id, policy=SINGLE_ATTEMPT))
+        except NoxusRateLimitedError as error:
+            self._health.rate_limited(error, loop.time(), self._tick)
+            log.warning(
+                "Noxus answered 429 to a run read (%s); the status checks of workflow %s pause.",
+                error,
+                self.workflow_id,
+            )
+            return
         except NoxusError as error:
             self._fail(self._readers.get(run_id, ()), error)
-        else:
-            self._seen(run_id, run)
+            return
         finally:
             self.runs_read += 1
+        try:
+            self._seen(run_id, run)
+        except Exception as error:  # a value of this answer: its run's failure only
+            failure = NoxusProtocolError(
+                f"The Noxus API answered a status read with a run that cannot be read ({error!r}).",
+                run_id=run_id,
+                workflow_id=self.workflow_id,
+            )
+            self._fail(self._readers.get(run_id, ()), failure)
+
+    def _own_run(self, run_id: str, answer: Any) -> Mapping[str, Any]:
+        """``answer`` to the read of ``run_id``, if it is that run."""
+        if not isinstance(answer, Mapping) or answer.get("id") not in (None, run_id):
+            raise NoxusProtocolError(
+                "The Noxus API answered a status read with something that is not the run asked for.",
+                run_id=run_id,
+                workflow_id=self.workflow_id,
+            )
+        return answer
 
     def _seen(self, run_id: str, run: Mapping[str, Any]) -> None:
         """``run`` was just read: wake the triggers for which it changed, or keep it for the next one to
