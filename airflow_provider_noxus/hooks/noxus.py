@@ -36,6 +36,7 @@ from airflow_provider_noxus.exceptions import (
     NoxusRunTimeoutError,
 )
 from airflow_provider_noxus.hooks._transport import (
+    REDACTED,
     SHARED_SESSIONS,
     AsyncSleep,
     AsyncTransport,
@@ -68,7 +69,7 @@ StatusWatch = Callable[[tuple[Any, ...] | None], Awaitable[Mapping[str, Any]]]
 def _me_without_key(record: dict[str, Any], api_key: str) -> dict[str, Any]:
     """The key's record with its ``value`` (the key itself, when the server echoes it) hidden."""
     if record.get("value") == api_key:
-        return {**record, "value": "***"}
+        return {**record, "value": REDACTED}
     return record
 
 
