@@ -16,7 +16,7 @@ import math
 import random
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -357,37 +357,67 @@ def without_userinfo(url: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
-def origin(url: str) -> str:
-    """``scheme://host:port`` of ``url`` (default port spelled out, no userinfo, path or query)."""
-    parts = urlsplit(url)
-    host = (parts.hostname or "").rstrip(".")
+def origin_of_parts(scheme: str, host: str | None, port: int | str | None) -> str:
+    """``scheme://host:port``, as every origin of this provider is written: lower case, the host
+    without a trailing dot, an IPv6 host in brackets, the default port spelled out."""
+    scheme = scheme.lower()
+    host = (host or "").lower().rstrip(".").strip("[]")
     if ":" in host:
         host = f"[{host}]"
+    port = port or {"http": 80, "https": 443}.get(scheme)
+    return f"{scheme}://{host}:{port}"
+
+
+def origin(url: str) -> str:
+    """``scheme://host:port`` of ``url`` (default port spelled out, no userinfo, path or query), as
+    ``urllib.parse`` reads it: for messages and settings. Where a request goes is decided by the
+    parser of the library that sends it (see :func:`redirect_target`)."""
+    parts = urlsplit(url)
     try:
         port: int | str | None = parts.port
     except ValueError:
         port = "invalid-port"  # equal to no real origin
-    port = port or {"http": 80, "https": 443}.get(parts.scheme.lower())
-    return f"{parts.scheme.lower()}://{host}:{port}"
+    return origin_of_parts(parts.scheme, parts.hostname, port)
 
 
 #: Same-origin redirects followed for one request, at most.
 MAX_REDIRECTS = 5
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+#: What a redirect's ``Location`` may not hold: a backslash (``urllib.parse`` keeps it in the
+#: authority, urllib3 and browsers end the authority there), whitespace, control characters and
+#: anything not ASCII. URL parsers disagree on them, so the host one reads is not the host another
+#: connects to.
+_AMBIGUOUS_LOCATION = re.compile(r"[\\\x00-\x20\x7f-\U0010ffff]")
+
+#: ``origin_of(url)``: the origin a URL's request would go to, as the library that sends it parses
+#: the URL (the same string form as :func:`origin_of_parts`); raises ``ValueError`` for a URL it
+#: would not send.
+SentOrigin = Callable[[str], str]
 
 
 def redirect_target(
-    request: ApiRequest, base_url: str, current_url: str, status: int, location: str | None, hops: int
+    request: ApiRequest,
+    base_url: str,
+    current_url: str,
+    status: int,
+    location: str | None,
+    hops: int,
+    *,
+    sent_origin: SentOrigin = origin,
 ) -> str:
     """Where to follow a redirect answer, or :class:`NoxusRedirectError`.
 
     The API key goes in every request, so a redirect is followed only within the base URL's origin
     (same scheme, host and port), at most :data:`MAX_REDIRECTS` times, and only when it keeps the
     method and body (307, 308, or any redirect of a GET). Anything else is refused before a
-    request leaves for the new address.
+    request leaves for the new address, and so is a ``Location`` that parsers could read two ways
+    (a backslash, whitespace, a control or non-ASCII character), one that the sending library
+    cannot parse, or one with a user name or password.
 
     :param current_url: the URL that answered with the redirect.
     :param hops: redirects already followed for this request.
+    :param sent_origin: the origin as the sending library reads a URL (the transport's parser: the
+        one that decides where the key goes); default ``urllib.parse``'s.
     """
     common: dict[str, Any] = {
         "endpoint": request.endpoint,
@@ -395,15 +425,39 @@ def redirect_target(
         "run_id": request.run_id,
         "workflow_id": request.workflow_id,
     }
+    fix = "Set the connection's host to the address the API answers on."
+    location = (location or "").strip(" \t")
     if not location:
         raise NoxusRedirectError("The Noxus API answered a redirect without a Location header.", **common)
-    target = urljoin(current_url, location.strip())
-    if origin(target) != origin(base_url):
+    if _AMBIGUOUS_LOCATION.search(location):
         raise NoxusRedirectError(
-            f"The Noxus API redirected to another origin, {origin(target)}; the request "
+            "The Noxus API redirected to a Location holding a backslash, whitespace, a control or a "
+            "non-ASCII character, which HTTP libraries read as different hosts; it was not followed, "
+            f"so that the API key never leaves the configured origin {origin(base_url)}. {fix}",
+            **common,
+        )
+    try:
+        target = urljoin(current_url, location)
+        target_origin, base_origin = sent_origin(target), sent_origin(base_url)
+        has_userinfo = "@" in urlsplit(target).netloc
+    except ValueError:  # the server's Location is not a URL the sending library takes
+        raise NoxusRedirectError(
+            "The Noxus API redirected to a Location that is not a valid URL; it was not followed. "
+            "Check the connection's host (base URL).",
+            **common,
+        ) from None
+    if target_origin != base_origin:
+        raise NoxusRedirectError(
+            f"The Noxus API redirected to another origin, {target_origin}; the request "
             "was not sent there, so that the API key never leaves the configured origin "
-            f"{origin(base_url)}. Set the connection's host to the address the API answers on "
+            f"{base_origin}. Set the connection's host to the address the API answers on "
             "(e.g. https:// instead of http://, or the new host name).",
+            **common,
+        )
+    if has_userinfo:
+        raise NoxusRedirectError(
+            "The Noxus API redirected to a Location with a user name or password, which this provider "
+            f"never sends; it was not followed. {fix}",
             **common,
         )
     if request.method != "GET" and status not in (307, 308):

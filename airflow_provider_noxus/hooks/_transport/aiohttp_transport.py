@@ -68,6 +68,18 @@ def map_aiohttp_error(
 
 
 
+def sent_origin(url: str) -> str:
+    """The origin ``aiohttp`` sends a request for ``url`` to: yarl's parse, the host as the connector
+    takes it (``raw_host``).
+
+    :raises ValueError: a URL ``aiohttp`` would not send.
+    """
+    parsed = yarl.URL(url)
+    if not parsed.absolute or not parsed.raw_host:
+        raise ValueError("not an absolute URL with a host")
+    return protocol.origin_of_parts(parsed.scheme, parsed.raw_host, parsed.port)
+
+
 @functools.cache
 def default_ssl_context() -> ssl.SSLContext:
     """The verifying TLS context, built once per process (building one costs milliseconds of CPU).
@@ -258,6 +270,7 @@ class AsyncTransport:
                         response.status,
                         response.headers.get("Location"),
                         hops,
+                        sent_origin=sent_origin,
                     )
                 finally:
                     response.release()

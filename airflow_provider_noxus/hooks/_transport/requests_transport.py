@@ -13,7 +13,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from typing import Any
 
 import requests
@@ -21,6 +21,7 @@ import requests.adapters
 import urllib3
 import urllib3.connection
 import urllib3.exceptions
+import urllib3.util
 from tenacity import Retrying
 
 from airflow_provider_noxus import protocol
@@ -69,6 +70,18 @@ def map_requests_error(
     """The :class:`NoxusTransportError` for a ``requests`` (or urllib3) failure; the key is never in it."""
     return transport_error(_requests_failure(error), request, settings, error)
 
+
+
+def sent_origin(url: str) -> str:
+    """The origin ``requests`` sends a request for ``url`` to: its own URL preparation, then
+    urllib3's parser (the one that picks the host to connect to).
+
+    :raises ValueError: a URL ``requests`` would not send.
+    """
+    prepared = requests.PreparedRequest()
+    prepared.prepare_url(url, None)
+    parts = urllib3.util.parse_url(prepared.url or "")
+    return protocol.origin_of_parts(parts.scheme or "", parts.host, parts.port)
 
 
 class _NoCookies(http.cookiejar.DefaultCookiePolicy):
@@ -195,6 +208,15 @@ class _DeadlineAdapter(requests.adapters.HTTPAdapter):
         return manager
 
 
+class _Session(requests.Session):
+    """A ``requests.Session`` that leaves redirects to the transport: even when told not to follow
+    one, ``requests`` prepares the next request from the server's ``Location`` (``Response.next``),
+    which raises bare ``ValueError`` on some of them and parses them with other rules."""
+
+    def resolve_redirects(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        return iter(())
+
+
 class SyncTransport:
     """Sends requests with one ``requests.Session`` (its connection pool is reused).
 
@@ -205,7 +227,7 @@ class SyncTransport:
     def __init__(self, settings: NoxusConnectionSettings, *, sleep: SyncSleep) -> None:
         self.settings = settings
         self._sleep = sleep
-        self._session = requests.Session()
+        self._session = _Session()
         self._session.headers.update(protocol.default_headers(settings.api_key))
         self._session.cookies.set_policy(_NoCookies())
         adapter = _DeadlineAdapter()
@@ -276,6 +298,7 @@ class SyncTransport:
                         response.status_code,
                         response.headers.get("Location"),
                         hops,
+                        sent_origin=sent_origin,
                     )
                 params, hops = {}, hops + 1
                 continue
