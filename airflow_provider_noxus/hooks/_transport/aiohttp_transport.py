@@ -25,12 +25,13 @@ from tenacity import AsyncRetrying
 from airflow_provider_noxus import protocol
 from airflow_provider_noxus._loop_shared import LoopShared
 from airflow_provider_noxus.connection import NoxusConnectionSettings
-from airflow_provider_noxus.exceptions import NoxusError, NoxusTransportError
+from airflow_provider_noxus.exceptions import NoxusAuthError, NoxusError, NoxusTransportError
 from airflow_provider_noxus.hooks._transport.errors import (
     CONNECT_TIMEOUT_S,
     MAX_ERROR_BODY_BYTES,
     FailureKind,
     T,
+    adopt_renewed_key,
     error_for_response,
     json_object,
     log,
@@ -197,19 +198,59 @@ class AsyncTransport:
     :param settings: the connection.
     :param pool: the shared sessions (owned by :data:`SHARED_SESSIONS`, not closed here).
     :param sleep: how to wait between attempts (``asyncio.sleep``; tests inject a recorder).
+    :param reread: ``reread(refused_at)`` reads the connection again, past the cache, when the
+        server refuses the key (``refused_at``: ``time.monotonic()``).
     """
 
     def __init__(
-        self, settings: NoxusConnectionSettings, pool: SharedPool, *, sleep: AsyncSleep
+        self,
+        settings: NoxusConnectionSettings,
+        pool: SharedPool,
+        *,
+        sleep: AsyncSleep,
+        reread: Callable[[float], Awaitable[NoxusConnectionSettings]] | None = None,
     ) -> None:
-        self.settings = settings
         self.pool = pool
         self.session = pool.api
         self.stream_session = pool.streams
         self.sleep = sleep
+        self._reread = reread
+        self._use(settings)
+
+    def _use(self, settings: NoxusConnectionSettings) -> None:
+        """Send with ``settings`` from now on (a renewed key)."""
+        self.settings = settings
         self._headers = protocol.default_headers(settings.api_key)
 
     async def _with_retries(
+        self,
+        request: protocol.ApiRequest,
+        attempt: Callable[[], Awaitable[T]],
+        policy: protocol.RetryPolicy | None = None,
+    ) -> T:
+        """``attempt()`` with retries; after the key is refused, once more with the connection's new key,
+        if it has one (see :func:`~.errors.adopt_renewed_key`)."""
+        refused = self.settings.api_key
+        try:
+            return await self._retried(request, attempt, policy)
+        except NoxusAuthError:
+            if not await self._renew_key(request, refused):
+                raise
+        return await self._retried(request, attempt, policy)
+
+    async def _renew_key(self, request: protocol.ApiRequest, refused: str) -> bool:
+        """Whether the key now differs from ``refused``: renewed since, or read again now."""
+        if self.settings.api_key != refused:
+            return True
+        if self._reread is None:
+            return False
+        try:
+            fresh: NoxusConnectionSettings | Exception = await self._reread(time.monotonic())
+        except Exception as error:  # whatever the secrets backend raises: the refusal stands
+            fresh = error
+        return adopt_renewed_key(request, self.settings, fresh, self._use)
+
+    async def _retried(
         self,
         request: protocol.ApiRequest,
         attempt: Callable[[], Awaitable[T]],

@@ -19,7 +19,7 @@ from typing import Any, Literal, TypeVar
 from tenacity import RetryCallState, retry_if_exception
 
 from airflow_provider_noxus import protocol
-from airflow_provider_noxus.connection import NoxusConnectionSettings
+from airflow_provider_noxus.connection import NoxusConnectionSettings, renewed_settings
 from airflow_provider_noxus.exceptions import (
     NoxusError,
     NoxusProtocolError,
@@ -134,6 +134,42 @@ def retry_after_first_failure(
     if not protocol.is_retryable(request, error):
         raise error
     return retry_controls(request, policy, started), FirstFailure(error)
+
+
+def adopt_renewed_key(
+    request: protocol.ApiRequest,
+    current: NoxusConnectionSettings,
+    fresh: NoxusConnectionSettings | Exception,
+    use: Callable[[NoxusConnectionSettings], None],
+) -> bool:
+    """Whether to send ``request`` again after the server refused its key (401, 403) and the
+    connection was read again: then ``use`` was given the settings with the new key.
+
+    Both transports renew a refused key this way, once per refusal: a rotated key is taken from the
+    connection, a key still refused fails the request. Logged, never with a key.
+
+    :param fresh: the connection as read again, or the error of reading it.
+    :param use: makes the transport send with the renewed settings from now on.
+    """
+    if isinstance(fresh, Exception):
+        log.warning(
+            "The Noxus API refused the key of connection %r (%s); reading the connection again failed: %s.",
+            current.conn_id,
+            request.endpoint,
+            type(fresh).__name__,
+        )
+        return False
+    renewed = renewed_settings(current, fresh)
+    if renewed is None:
+        return False
+    log.warning(
+        "The Noxus API refused the key of connection %r (%s); the connection now holds another key: "
+        "sending again with it.",
+        current.conn_id,
+        request.endpoint,
+    )
+    use(renewed)
+    return True
 
 
 class FirstFailure:

@@ -26,13 +26,14 @@ from tenacity import Retrying
 
 from airflow_provider_noxus import protocol
 from airflow_provider_noxus.connection import NoxusConnectionSettings
-from airflow_provider_noxus.exceptions import NoxusError, NoxusTransportError
+from airflow_provider_noxus.exceptions import NoxusAuthError, NoxusError, NoxusTransportError
 from airflow_provider_noxus.hooks._transport.errors import (
     CONNECT_TIMEOUT_S,
     MAX_ERROR_BODY_BYTES,
     READ_CHUNK_BYTES,
     FailureKind,
     T,
+    adopt_renewed_key,
     causes,
     error_for_response,
     json_object,
@@ -222,22 +223,62 @@ class SyncTransport:
 
     :param settings: the connection.
     :param sleep: how to wait between attempts (``time.sleep``; tests inject a recorder).
+    :param reread: reads the connection again, past any cache, when the server refuses the key.
     """
 
-    def __init__(self, settings: NoxusConnectionSettings, *, sleep: SyncSleep) -> None:
-        self.settings = settings
+    def __init__(
+        self,
+        settings: NoxusConnectionSettings,
+        *,
+        sleep: SyncSleep,
+        reread: Callable[[], NoxusConnectionSettings] | None = None,
+    ) -> None:
         self._sleep = sleep
+        self._reread = reread
         self._session = _Session()
-        self._session.headers.update(protocol.default_headers(settings.api_key))
         self._session.cookies.set_policy(_NoCookies())
         adapter = _DeadlineAdapter()
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
+        self._use(settings)
+
+    def _use(self, settings: NoxusConnectionSettings) -> None:
+        """Send with ``settings`` from now on (a renewed key)."""
+        self.settings = settings
+        self._session.headers.update(protocol.default_headers(settings.api_key))
 
     def close(self) -> None:
         self._session.close()
 
     def _with_retries(
+        self,
+        request: protocol.ApiRequest,
+        attempt: Callable[[], T],
+        policy: protocol.RetryPolicy | None = None,
+    ) -> T:
+        """``attempt()`` with retries; after the key is refused, once more with the connection's new key,
+        if it has one (see :func:`~.errors.adopt_renewed_key`)."""
+        refused = self.settings.api_key
+        try:
+            return self._retried(request, attempt, policy)
+        except NoxusAuthError:
+            if not self._renew_key(request, refused):
+                raise
+        return self._retried(request, attempt, policy)
+
+    def _renew_key(self, request: protocol.ApiRequest, refused: str) -> bool:
+        """Whether the key now differs from ``refused``: renewed since, or read again now."""
+        if self.settings.api_key != refused:
+            return True
+        if self._reread is None:
+            return False
+        try:
+            fresh: NoxusConnectionSettings | Exception = self._reread()
+        except Exception as error:  # whatever the secrets backend raises: the refusal stands
+            fresh = error
+        return adopt_renewed_key(request, self.settings, fresh, self._use)
+
+    def _retried(
         self,
         request: protocol.ApiRequest,
         attempt: Callable[[], T],
