@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import http.cookiejar
+import math
 import socket
 import ssl
 import threading
@@ -107,6 +108,9 @@ class Deadline:
     While armed (``with Deadline(seconds):``), the connection the request uses registers its socket
     here (see :class:`_DeadlineMixin`); at expiry a timer thread shuts that socket down, which
     ends a blocked read or write at once, whether the server trickles its headers or its body.
+    When urllib3 puts the connection back in its pool (the answer was read to its end), the socket
+    is detached first: another thread's request may take it from the pool at once, and the timer
+    must not cut that one; a deadline that passes after that cuts nothing and is not a timeout.
     """
 
     _current = threading.local()
@@ -116,12 +120,16 @@ class Deadline:
         self.expired = False
         self._lock = threading.Lock()
         self._socket: socket.socket | None = None
+        #: The answer was read whole and its connection went back to the pool; no socket since.
+        self._released = False
         self._done = False
+        self._ends = math.inf
         self._timer = threading.Timer(seconds, self._expire)
         self._timer.daemon = True
 
     def __enter__(self) -> Deadline:
         Deadline._current.value = self
+        self._ends = time.monotonic() + self.seconds
         self._timer.start()
         return self
 
@@ -140,7 +148,7 @@ class Deadline:
 
     def _expire(self) -> None:
         with self._lock:
-            if self._done:
+            if self._done or (self._released and self._socket is None):
                 return
             self.expired = True
             if self._socket is not None:
@@ -148,16 +156,28 @@ class Deadline:
 
     @classmethod
     def attach(cls, sock: socket.socket | None) -> None:
-        """Register ``sock`` with the deadline armed in this thread, if any."""
+        """Register ``sock`` with the deadline armed in this thread, if any (shut at once past it:
+        the timer may have fired while no socket was attached, between two redirects)."""
         deadline: Deadline | None = getattr(cls._current, "value", None)
         if deadline is None or sock is None:
             return
         with deadline._lock:
             if deadline._done:
                 return
-            deadline._socket = sock
-            if deadline.expired:
+            deadline._socket, deadline._released = sock, False
+            if deadline.expired or time.monotonic() >= deadline._ends:
+                deadline.expired = True
                 _shutdown(sock)
+
+    @classmethod
+    def release(cls, sock: socket.socket | None) -> None:
+        """Detach ``sock`` from the deadline armed in this thread: its connection goes back to the pool."""
+        deadline: Deadline | None = getattr(cls._current, "value", None)
+        if deadline is None or sock is None:
+            return
+        with deadline._lock:
+            if deadline._socket is sock:
+                deadline._socket, deadline._released = None, True
 
 
 class _DeadlineMixin:
@@ -183,11 +203,20 @@ class _DeadlineHTTPSConnection(_DeadlineMixin, urllib3.connection.HTTPSConnectio
     pass
 
 
-class _DeadlineHTTPPool(urllib3.HTTPConnectionPool):
+class _DeadlinePoolMixin:
+    """Detaches a connection's socket from the thread's :class:`Deadline` before the pool takes the
+    connection back (and may hand it to another thread)."""
+
+    def _put_conn(self, conn: Any) -> None:
+        Deadline.release(getattr(conn, "sock", None))
+        super()._put_conn(conn)  # type: ignore[misc]
+
+
+class _DeadlineHTTPPool(_DeadlinePoolMixin, urllib3.HTTPConnectionPool):
     ConnectionCls = _DeadlineConnection
 
 
-class _DeadlineHTTPSPool(urllib3.HTTPSConnectionPool):
+class _DeadlineHTTPSPool(_DeadlinePoolMixin, urllib3.HTTPSConnectionPool):
     ConnectionCls = _DeadlineHTTPSConnection
 
 
