@@ -53,6 +53,12 @@ DEFAULT_TIMEOUT_S = 30.0
 SYNC_ENDPOINT_TIMEOUT_S = SYNC_ENDPOINT_HOLD_S + 15.0
 #: Size cap of uploads and inline (data URI) files.
 MAX_FILE_BYTES = 25 * 1024 * 1024
+#: Largest answer read, unless its request says less (a run with its output, a file...).
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
+#: Largest page of a run list read: 100 runs of ~20 KB each (runs carry their inputs). The
+#: triggerer parses it in its event loop, where a 10 MB page stalls every trigger ~0.6 s; past the
+#: cap, the shared status watcher reads its runs one by one.
+MAX_LIST_ANSWER_BYTES = 2 * 1024 * 1024
 
 
 class NoxusRunStatus(str, Enum):
@@ -103,6 +109,8 @@ class ApiRequest:
         ``timeout`` bounds each read, not the whole.
     :param run_id: run concerned, for error messages.
     :param workflow_id: workflow concerned, for error messages.
+    :param max_bytes: the largest 2xx answer read (not for the event stream, whose frames are bounded
+        by :data:`MAX_SSE_EVENT_CHARS`); past it the answer is dropped unread.
     """
 
     method: str
@@ -114,6 +122,7 @@ class ApiRequest:
     stream: bool = False
     run_id: str | None = None
     workflow_id: str | None = None
+    max_bytes: int = MAX_ANSWER_BYTES
 
     @property
     def endpoint(self) -> str:
@@ -294,7 +303,7 @@ def get_run_status_request(run_id: str, *, timeout: float | None = None) -> ApiR
 def list_runs_request(workflow_id: str, *, page: int = 1, size: int = 50) -> ApiRequest:
     return ApiRequest(
         "GET", f"/v1/workflows/{_seg(workflow_id)}/runs", params=_page(page, size),
-        workflow_id=workflow_id,
+        workflow_id=workflow_id, max_bytes=MAX_LIST_ANSWER_BYTES,
     )
 
 
@@ -328,7 +337,9 @@ def spot_file_id(uri_or_id: str) -> str:
 
 def download_file_request(file_id: str) -> ApiRequest:
     """The bytes of a stored file; takes ``spot://<id>`` or ``<id>``."""
-    return ApiRequest("GET", f"/v1/file/{_seg(spot_file_id(file_id))}", timeout=300.0)
+    return ApiRequest(
+        "GET", f"/v1/file/{_seg(spot_file_id(file_id))}", timeout=300.0, max_bytes=MAX_FILE_BYTES
+    )
 
 
 def me_request() -> ApiRequest:

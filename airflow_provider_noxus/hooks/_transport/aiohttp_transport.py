@@ -29,6 +29,7 @@ from airflow_provider_noxus.exceptions import NoxusAuthError, NoxusError, NoxusT
 from airflow_provider_noxus.hooks._transport.errors import (
     CONNECT_TIMEOUT_S,
     MAX_ERROR_BODY_BYTES,
+    AnswerBody,
     FailureKind,
     T,
     adopt_renewed_key,
@@ -332,7 +333,8 @@ class AsyncTransport:
     async def call(
         self, request: protocol.ApiRequest, *, policy: protocol.RetryPolicy | None = None
     ) -> bytes:
-        """Send ``request`` with retries and return the whole body of its 2xx response.
+        """Send ``request`` with retries and return the whole body of its 2xx response (at most
+        ``request.max_bytes``).
 
         :param policy: overrides the connection's retry policy (e.g. one attempt).
         """
@@ -340,7 +342,10 @@ class AsyncTransport:
         async def attempt() -> bytes:
             response = await self._send(request)
             try:
-                return await response.read()
+                body = AnswerBody(request)
+                while chunk := await response.content.readany():
+                    body.add(chunk)
+                return body.content()
             except (aiohttp.ClientError, asyncio.TimeoutError) as error:
                 raise map_aiohttp_error(request, self.settings, error) from None
             finally:

@@ -21,6 +21,7 @@ from tenacity import RetryCallState, retry_if_exception
 from airflow_provider_noxus import protocol
 from airflow_provider_noxus.connection import NoxusConnectionSettings, renewed_settings
 from airflow_provider_noxus.exceptions import (
+    NoxusAnswerTooLargeError,
     NoxusError,
     NoxusProtocolError,
     NoxusTimeoutError,
@@ -66,6 +67,32 @@ def json_object(request: protocol.ApiRequest, body: bytes, api_key: str) -> dict
             workflow_id=request.workflow_id,
         )
     return payload
+
+
+class AnswerBody:
+    """The body of a 2xx answer as it is read, at most ``request.max_bytes``."""
+
+    def __init__(self, request: protocol.ApiRequest) -> None:
+        self.request = request
+        self._chunks: list[bytes] = []
+        self._size = 0
+
+    def add(self, chunk: bytes) -> None:
+        """Keep ``chunk``; raise :class:`NoxusAnswerTooLargeError` once the body passes the cap (the
+        caller closes the response: the rest is never read)."""
+        self._size += len(chunk)
+        if self._size > self.request.max_bytes:
+            raise NoxusAnswerTooLargeError(
+                f"The Noxus API's answer is larger than {self.request.max_bytes} bytes, the most read for "
+                "this request; the rest was not read.",
+                endpoint=self.request.endpoint,
+                run_id=self.request.run_id,
+                workflow_id=self.request.workflow_id,
+            )
+        self._chunks.append(chunk)
+
+    def content(self) -> bytes:
+        return b"".join(self._chunks)
 
 
 def request_timeout(request: protocol.ApiRequest, settings: NoxusConnectionSettings) -> float:

@@ -32,6 +32,7 @@ from airflow_provider_noxus.hooks._transport.errors import (
     CONNECT_TIMEOUT_S,
     MAX_ERROR_BODY_BYTES,
     READ_CHUNK_BYTES,
+    AnswerBody,
     FailureKind,
     T,
     adopt_renewed_key,
@@ -394,7 +395,8 @@ class SyncTransport:
         files: Mapping[str, Any] | None = None,
         policy: protocol.RetryPolicy | None = None,
     ) -> bytes:
-        """Send ``request`` with retries and return the whole body of its 2xx response.
+        """Send ``request`` with retries and return the whole body of its 2xx response (at most
+        ``request.max_bytes``).
 
         Each attempt has a total deadline of the request's timeout.
 
@@ -406,17 +408,17 @@ class SyncTransport:
             with self._deadline(request) as deadline:
                 response = self._send(request, files, deadline)
                 try:
-                    chunks = []
+                    body = AnswerBody(request)
                     try:
                         for chunk in response.iter_content(READ_CHUNK_BYTES):
-                            chunks.append(chunk)
+                            body.add(chunk)
                             if deadline.expired:
                                 break
                     except requests.RequestException as error:
                         raise self._failure(request, error, deadline) from None
                     if deadline.disarm():
                         raise transport_error("read_timeout", request, self.settings, TimeoutError())
-                    return b"".join(chunks)
+                    return body.content()
                 finally:
                     deadline.disarm()
                     response.close()
