@@ -3,7 +3,7 @@
 - :mod:`.errors`: what both share: the typed errors of failed requests, the retry loop, the key's
   redaction;
 - :mod:`.requests_transport`: ``SyncTransport``, a ``requests.Session`` whose every attempt has a
-  total deadline;
+  total deadline (:mod:`.deadline`);
 - :mod:`.aiohttp_transport`: ``AsyncTransport``, on ``aiohttp`` sessions shared per (event loop,
   base URL, TLS setting).
 
