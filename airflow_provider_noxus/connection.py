@@ -279,16 +279,20 @@ class AsyncConnectionCache:
                 return cached
             return await self._read_now(key)
 
-    async def read_after_refusal(self, conn_id: str, refused_at: float) -> NoxusConnectionSettings:
-        """``conn_id`` read again, past the cache, because the server refused its key at ``refused_at``
-        (``time.monotonic()``); it replaces what the cache held.
+    async def read_after_refusal(
+        self, conn_id: str, refused_key: str, refused_at: float
+    ) -> NoxusConnectionSettings:
+        """``conn_id`` read again, past the cache, because the server refused ``refused_key`` at
+        ``refused_at`` (``time.monotonic()``); it replaces what the cache held.
 
-        A read that started after the refusal answers for it: triggers refused together (a rotated
-        key) cause one read between them, not one each.
+        What the cache learnt since answers for it: a read that started after the refusal, or one that
+        found another key. Clients refused together (a rotated key) cause one read between them.
         """
         async with self._lock(conn_id):
             for key, entry in self._entries.items():
-                if key[0] == conn_id and entry.read_at >= refused_at:
+                if key[0] == conn_id and (
+                    entry.read_at >= refused_at or entry.settings.api_key != refused_key
+                ):
                     return entry.settings
             self.forget(conn_id)
             return await self._read_now(self._key(conn_id, None))

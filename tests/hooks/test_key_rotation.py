@@ -112,6 +112,7 @@ def rotating(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         api.backend = backend = SecretsBackend(server.url)
 
         async def aget_connection(conn_id: str) -> Any:
+            await asyncio.sleep(0.05)  # a secrets backend answers after a while: others are refused meanwhile
             return backend.connection(conn_id)
 
         monkeypatch.setattr(connection_module, "aget_connection", aget_connection)
@@ -201,6 +202,17 @@ async def test_triggers_sharing_a_watcher_and_those_started_later_use_the_rotate
     assert event["status"] == "success"
     assert len(api.refused) == refused and api.backend.reads == 2
     assert time.monotonic() - started < LIMIT_S
+
+
+async def test_requests_refused_together_go_on_after_one_read(rotating: Any) -> None:
+    _, api = rotating(rotate_after=None)
+    async with make_hook().async_client() as client:
+        api.rotate()
+        reads = [client.a_get_run_status(f"run-{n}") for n in range(1, 6)]
+        runs = await asyncio.wait_for(asyncio.gather(*reads), LIMIT_S)
+    assert [run["id"] for run in runs] == [f"run-{n}" for n in range(1, 6)]
+    assert api.refused == [OLD_KEY] * 5
+    assert api.backend.reads == 2
 
 
 async def test_a_trigger_with_a_still_refused_key_fails_after_one_read(rotating: Any) -> None:

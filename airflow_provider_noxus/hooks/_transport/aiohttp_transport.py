@@ -199,8 +199,8 @@ class AsyncTransport:
     :param settings: the connection.
     :param pool: the shared sessions (owned by :data:`SHARED_SESSIONS`, not closed here).
     :param sleep: how to wait between attempts (``asyncio.sleep``; tests inject a recorder).
-    :param reread: ``reread(refused_at)`` reads the connection again, past the cache, when the
-        server refuses the key (``refused_at``: ``time.monotonic()``).
+    :param reread: ``reread(refused_key, refused_at)`` reads the connection again, past the cache,
+        when the server refuses the key (``refused_at``: ``time.monotonic()``).
     """
 
     def __init__(
@@ -209,7 +209,7 @@ class AsyncTransport:
         pool: SharedPool,
         *,
         sleep: AsyncSleep,
-        reread: Callable[[float], Awaitable[NoxusConnectionSettings]] | None = None,
+        reread: Callable[[str, float], Awaitable[NoxusConnectionSettings]] | None = None,
     ) -> None:
         self.pool = pool
         self.session = pool.api
@@ -246,10 +246,10 @@ class AsyncTransport:
         if self._reread is None:
             return False
         try:
-            fresh: NoxusConnectionSettings | Exception = await self._reread(time.monotonic())
+            fresh: NoxusConnectionSettings | Exception = await self._reread(refused, time.monotonic())
         except Exception as error:  # whatever the secrets backend raises: the refusal stands
             fresh = error
-        return adopt_renewed_key(request, self.settings, fresh, self._use)
+        return adopt_renewed_key(request, self.settings, refused, fresh, self._use)
 
     async def _retried(
         self,

@@ -166,6 +166,7 @@ def retry_after_first_failure(
 def adopt_renewed_key(
     request: protocol.ApiRequest,
     current: NoxusConnectionSettings,
+    refused: str,
     fresh: NoxusConnectionSettings | Exception,
     use: Callable[[NoxusConnectionSettings], None],
 ) -> bool:
@@ -175,9 +176,14 @@ def adopt_renewed_key(
     Both transports renew a refused key this way, once per refusal: a rotated key is taken from the
     connection, a key still refused fails the request. Logged, never with a key.
 
+    :param current: what the transport sends with now (another request may have renewed it while
+        the connection was read).
+    :param refused: the key the server refused.
     :param fresh: the connection as read again, or the error of reading it.
     :param use: makes the transport send with the renewed settings from now on.
     """
+    if current.api_key != refused:
+        return True  # renewed meanwhile, by a request refused at the same time
     if isinstance(fresh, Exception):
         log.warning(
             "The Noxus API refused the key of connection %r (%s); reading the connection again failed: %s.",

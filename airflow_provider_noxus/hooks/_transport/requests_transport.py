@@ -161,7 +161,7 @@ class SyncTransport:
             fresh: NoxusConnectionSettings | Exception = self._reread()
         except Exception as error:  # whatever the secrets backend raises: the refusal stands
             fresh = error
-        return adopt_renewed_key(request, self.settings, fresh, self._use)
+        return adopt_renewed_key(request, self.settings, refused, fresh, self._use)
 
     def _retried(
         self,
