@@ -90,16 +90,17 @@ async def test_entries_past_their_ttl_or_outdated_are_dropped(
     """No former value of a variable (and its key) stays in memory."""
     hook = NoxusHook("noxus_cached")
     for index in range(5):
-        point_at(monkeypatch, noxus_emulator, key=f"key-{index}")
+        point_at(monkeypatch, noxus_emulator, key=f"nxk-evict-{index}-0f9e8d7c")
         async with hook.async_client() as client:
-            assert client.settings.api_key == f"key-{index}"
+            assert client.settings.api_key == f"nxk-evict-{index}-0f9e8d7c"
     assert len(CONNECTION_CACHE) == 1
     monkeypatch.setattr(connection_module, "CONNECTION_CACHE_TTL_S", 0.0)
-    point_at(monkeypatch, noxus_emulator, key="key-5")
+    point_at(monkeypatch, noxus_emulator, key="nxk-evict-5-0f9e8d7c")
     async with hook.async_client():
         pass  # a read stores an entry that expires at once...
     assert len(CONNECTION_CACHE) == 1
-    monkeypatch.setenv("AIRFLOW_CONN_NOXUS_OTHER", json.dumps({"conn_type": "noxus", "password": "k"}))
+    other = {"conn_type": "noxus", "password": "nxk-evict-other-1a2b3c4d"}
+    monkeypatch.setenv("AIRFLOW_CONN_NOXUS_OTHER", json.dumps(other))
     async with NoxusHook("noxus_other").async_client():
         pass  # ...and the next read drops it
     assert len(CONNECTION_CACHE) == 1
