@@ -19,6 +19,7 @@ Airflow 3 builds the connection form from the provider info's ``conn-fields``
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import os
 import re
@@ -216,6 +217,19 @@ def settings_from_connection(
 # Reading it from async code, once per process and minute
 # --------------------------------------------------------------------------------------------
 
+def renewed_settings(
+    current: NoxusConnectionSettings, fresh: NoxusConnectionSettings
+) -> NoxusConnectionSettings | None:
+    """``current`` with the key of ``fresh`` (the connection read again after ``current``'s key was
+    refused), when the connection now holds another key for the same base URL; else None.
+
+    A key read for another base URL is not taken: it would be sent to the old one.
+    """
+    if fresh.api_key == current.api_key or fresh.base_url != current.base_url:
+        return None
+    return dataclasses.replace(current, api_key=fresh.api_key)
+
+
 #: Seconds a connection read by an async client is reused by later ones in this process.
 CONNECTION_CACHE_TTL_S = 60.0
 
@@ -223,50 +237,100 @@ CONNECTION_CACHE_TTL_S = 60.0
 _CacheKey = tuple[str, protocol.RetryPolicy | None, int]
 
 
+@dataclass(frozen=True)
+class _CacheEntry:
+    read_at: float
+    expires: float
+    settings: NoxusConnectionSettings
+
+
 class AsyncConnectionCache:
     """Noxus connections read by the async clients of this process, kept :data:`CONNECTION_CACHE_TTL_S`.
 
     A triggerer that starts thousands of triggers (a fan-out) reads each connection once instead of
-    once per trigger, through the secrets backend; concurrent first reads wait for one read. The cost:
-    a connection changed in the metadata database or a secrets backend (a rotated key) reaches new
-    triggers after at most the TTL; an entry whose key was refused is dropped at once (:meth:`forget`).
-    A connection given as an ``AIRFLOW_CONN_*`` environment variable is cached by its value, so a
-    change there counts at once.
+    once per trigger, through the secrets backend; concurrent first reads wait for one read. A
+    connection changed in the metadata database or a secrets backend (a rotated key) reaches new
+    triggers after at most the TTL, or at once when a client finds its key refused
+    (:meth:`read_after_refusal`). A connection given as an ``AIRFLOW_CONN_*`` environment variable is
+    cached by its value, so a change there counts at once. Entries past their TTL, and those of a
+    variable's former values, are dropped whenever a connection is read.
     """
 
     def __init__(self) -> None:
-        self._entries: dict[_CacheKey, tuple[float, NoxusConnectionSettings]] = {}
+        self._entries: dict[_CacheKey, _CacheEntry] = {}
         self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
             weakref.WeakKeyDictionary()
         )
 
+    def __len__(self) -> int:
+        """Connections held (one per connection id, retry policy override and variable value)."""
+        return len(self._entries)
+
     async def read(self, conn_id: str, retry_policy: protocol.RetryPolicy | None) -> NoxusConnectionSettings:
         """The checked settings of ``conn_id``, from the cache or read now (the key registered with the
         secrets masker)."""
-        from_environment = os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}")
-        key: _CacheKey = (conn_id, retry_policy, hash(from_environment))
+        key = self._key(conn_id, retry_policy)
         cached = self._fresh(key)
         if cached is not None:
             return cached
-        locks = self._locks.setdefault(asyncio.get_running_loop(), {})
-        async with locks.setdefault(conn_id, asyncio.Lock()):
+        async with self._lock(conn_id):
             cached = self._fresh(key)
             if cached is not None:
                 return cached
-            conn = await aget_connection(conn_id)
-            settings = settings_from_connection(conn, retry_policy=retry_policy)
-            await amask_secret(settings.api_key)
-            self._entries[key] = (time.monotonic() + CONNECTION_CACHE_TTL_S, settings)
-            return settings
+            return await self._read_now(key)
+
+    async def read_after_refusal(
+        self, conn_id: str, refused_key: str, refused_at: float
+    ) -> NoxusConnectionSettings:
+        """``conn_id`` read again, past the cache, because the server refused ``refused_key`` at
+        ``refused_at`` (``time.monotonic()``); it replaces what the cache held.
+
+        What the cache learnt since answers for it: a read that started after the refusal, or one that
+        found another key. Clients refused together (a rotated key) cause one read between them.
+        """
+        async with self._lock(conn_id):
+            for key, entry in self._entries.items():
+                if key[0] == conn_id and (
+                    entry.read_at >= refused_at or entry.settings.api_key != refused_key
+                ):
+                    return entry.settings
+            self.forget(conn_id)
+            return await self._read_now(self._key(conn_id, None))
 
     def forget(self, conn_id: str | None = None) -> None:
         """Drop ``conn_id`` (None: every connection): the next client reads it again."""
         for key in [key for key in self._entries if conn_id in (None, key[0])]:
             del self._entries[key]
 
+    @staticmethod
+    def _key(conn_id: str, retry_policy: protocol.RetryPolicy | None) -> _CacheKey:
+        return (conn_id, retry_policy, hash(os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}")))
+
+    def _lock(self, conn_id: str) -> asyncio.Lock:
+        locks = self._locks.setdefault(asyncio.get_running_loop(), {})
+        return locks.setdefault(conn_id, asyncio.Lock())
+
+    async def _read_now(self, key: _CacheKey) -> NoxusConnectionSettings:
+        """Read the connection of ``key``, cache it and drop the entries it outdates."""
+        conn_id, retry_policy, _ = key
+        read_at = time.monotonic()
+        conn = await aget_connection(conn_id)
+        settings = settings_from_connection(conn, retry_policy=retry_policy)
+        await amask_secret(settings.api_key)
+        now = time.monotonic()
+        stale = [
+            old
+            for old, entry in self._entries.items()
+            if entry.expires <= now or (old[:2] == key[:2] and old != key)
+        ]
+        for old in stale:
+            del self._entries[old]
+        self._entries[key] = _CacheEntry(read_at, now + CONNECTION_CACHE_TTL_S, settings)
+        return settings
+
     def _fresh(self, key: _CacheKey) -> NoxusConnectionSettings | None:
         entry = self._entries.get(key)
-        return entry[1] if entry is not None and entry[0] > time.monotonic() else None
+        return entry.settings if entry is not None and entry.expires > time.monotonic() else None
 
 
 CONNECTION_CACHE = AsyncConnectionCache()
@@ -338,6 +402,7 @@ __all__ = [
     "AsyncConnectionCache",
     "NoxusConnectionSettings",
     "connection_form_widgets",
+    "renewed_settings",
     "settings_from_connection",
     "ui_field_behaviour",
 ]

@@ -168,6 +168,12 @@ class NoxusProtocolError(NoxusError):
     """The server answered 2xx with a body that does not follow the API (not JSON, wrong shape)."""
 
 
+class NoxusAnswerTooLargeError(NoxusError, AirflowFailException):
+    """A 2xx answer is larger than its request reads (``ApiRequest.max_bytes``); the rest was not read.
+    Not transient: the same request gets the same answer (the status watcher then reads runs one by
+    one instead of listing them)."""
+
+
 class NoxusRunError(NoxusError):
     """A Noxus run ended badly (``failed`` or ``stopped``) or could not be awaited."""
 

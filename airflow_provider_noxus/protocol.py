@@ -16,7 +16,7 @@ import math
 import random
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -53,6 +53,12 @@ DEFAULT_TIMEOUT_S = 30.0
 SYNC_ENDPOINT_TIMEOUT_S = SYNC_ENDPOINT_HOLD_S + 15.0
 #: Size cap of uploads and inline (data URI) files.
 MAX_FILE_BYTES = 25 * 1024 * 1024
+#: Largest answer read, unless its request says less (a run with its output, a file...).
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
+#: Largest page of a run list read: 100 runs of ~20 KB each (runs carry their inputs). The
+#: triggerer parses it in its event loop, where a 10 MB page stalls every trigger ~0.6 s; past the
+#: cap, the shared status watcher reads its runs one by one.
+MAX_LIST_ANSWER_BYTES = 2 * 1024 * 1024
 
 
 class NoxusRunStatus(str, Enum):
@@ -103,6 +109,8 @@ class ApiRequest:
         ``timeout`` bounds each read, not the whole.
     :param run_id: run concerned, for error messages.
     :param workflow_id: workflow concerned, for error messages.
+    :param max_bytes: the largest 2xx answer read (not for the event stream, whose frames are bounded
+        by :data:`MAX_SSE_EVENT_CHARS`); past it the answer is dropped unread.
     """
 
     method: str
@@ -114,6 +122,7 @@ class ApiRequest:
     stream: bool = False
     run_id: str | None = None
     workflow_id: str | None = None
+    max_bytes: int = MAX_ANSWER_BYTES
 
     @property
     def endpoint(self) -> str:
@@ -294,7 +303,7 @@ def get_run_status_request(run_id: str, *, timeout: float | None = None) -> ApiR
 def list_runs_request(workflow_id: str, *, page: int = 1, size: int = 50) -> ApiRequest:
     return ApiRequest(
         "GET", f"/v1/workflows/{_seg(workflow_id)}/runs", params=_page(page, size),
-        workflow_id=workflow_id,
+        workflow_id=workflow_id, max_bytes=MAX_LIST_ANSWER_BYTES,
     )
 
 
@@ -340,7 +349,9 @@ def spot_uri(uri_or_id: str) -> str:
 
 def download_file_request(file_id: str) -> ApiRequest:
     """The bytes of a stored file; takes ``spot://<id>`` or ``<id>``."""
-    return ApiRequest("GET", f"/v1/file/{_seg(spot_file_id(file_id))}", timeout=300.0)
+    return ApiRequest(
+        "GET", f"/v1/file/{_seg(spot_file_id(file_id))}", timeout=300.0, max_bytes=MAX_FILE_BYTES
+    )
 
 
 def me_request() -> ApiRequest:
@@ -369,37 +380,67 @@ def without_userinfo(url: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
-def origin(url: str) -> str:
-    """``scheme://host:port`` of ``url`` (default port spelled out, no userinfo, path or query)."""
-    parts = urlsplit(url)
-    host = (parts.hostname or "").rstrip(".")
+def origin_of_parts(scheme: str, host: str | None, port: int | str | None) -> str:
+    """``scheme://host:port``, as every origin of this provider is written: lower case, the host
+    without a trailing dot, an IPv6 host in brackets, the default port spelled out."""
+    scheme = scheme.lower()
+    host = (host or "").lower().rstrip(".").strip("[]")
     if ":" in host:
         host = f"[{host}]"
+    port = port or {"http": 80, "https": 443}.get(scheme)
+    return f"{scheme}://{host}:{port}"
+
+
+def origin(url: str) -> str:
+    """``scheme://host:port`` of ``url`` (default port spelled out, no userinfo, path or query), as
+    ``urllib.parse`` reads it: for messages and settings. Where a request goes is decided by the
+    parser of the library that sends it (see :func:`redirect_target`)."""
+    parts = urlsplit(url)
     try:
         port: int | str | None = parts.port
     except ValueError:
         port = "invalid-port"  # equal to no real origin
-    port = port or {"http": 80, "https": 443}.get(parts.scheme.lower())
-    return f"{parts.scheme.lower()}://{host}:{port}"
+    return origin_of_parts(parts.scheme, parts.hostname, port)
 
 
 #: Same-origin redirects followed for one request, at most.
 MAX_REDIRECTS = 5
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+#: What a redirect's ``Location`` may not hold: a backslash (``urllib.parse`` keeps it in the
+#: authority, urllib3 and browsers end the authority there), whitespace, control characters and
+#: anything not ASCII. URL parsers disagree on them, so the host one reads is not the host another
+#: connects to.
+_AMBIGUOUS_LOCATION = re.compile(r"[\\\x00-\x20\x7f-\U0010ffff]")
+
+#: ``origin_of(url)``: the origin a URL's request would go to, as the library that sends it parses
+#: the URL (the same string form as :func:`origin_of_parts`); raises ``ValueError`` for a URL it
+#: would not send.
+SentOrigin = Callable[[str], str]
 
 
 def redirect_target(
-    request: ApiRequest, base_url: str, current_url: str, status: int, location: str | None, hops: int
+    request: ApiRequest,
+    base_url: str,
+    current_url: str,
+    status: int,
+    location: str | None,
+    hops: int,
+    *,
+    sent_origin: SentOrigin = origin,
 ) -> str:
     """Where to follow a redirect answer, or :class:`NoxusRedirectError`.
 
     The API key goes in every request, so a redirect is followed only within the base URL's origin
     (same scheme, host and port), at most :data:`MAX_REDIRECTS` times, and only when it keeps the
     method and body (307, 308, or any redirect of a GET). Anything else is refused before a
-    request leaves for the new address.
+    request leaves for the new address, and so is a ``Location`` that parsers could read two ways
+    (a backslash, whitespace, a control or non-ASCII character), one that the sending library
+    cannot parse, or one with a user name or password.
 
     :param current_url: the URL that answered with the redirect.
     :param hops: redirects already followed for this request.
+    :param sent_origin: the origin as the sending library reads a URL (the transport's parser: the
+        one that decides where the key goes); default ``urllib.parse``'s.
     """
     common: dict[str, Any] = {
         "endpoint": request.endpoint,
@@ -407,15 +448,39 @@ def redirect_target(
         "run_id": request.run_id,
         "workflow_id": request.workflow_id,
     }
+    fix = "Set the connection's host to the address the API answers on."
+    location = (location or "").strip(" \t")
     if not location:
         raise NoxusRedirectError("The Noxus API answered a redirect without a Location header.", **common)
-    target = urljoin(current_url, location.strip())
-    if origin(target) != origin(base_url):
+    if _AMBIGUOUS_LOCATION.search(location):
         raise NoxusRedirectError(
-            f"The Noxus API redirected to another origin, {origin(target)}; the request "
+            "The Noxus API redirected to a Location holding a backslash, whitespace, a control or a "
+            "non-ASCII character, which HTTP libraries read as different hosts; it was not followed, "
+            f"so that the API key never leaves the configured origin {origin(base_url)}. {fix}",
+            **common,
+        )
+    try:
+        target = urljoin(current_url, location)
+        target_origin, base_origin = sent_origin(target), sent_origin(base_url)
+        has_userinfo = "@" in urlsplit(target).netloc
+    except ValueError:  # the server's Location is not a URL the sending library takes
+        raise NoxusRedirectError(
+            "The Noxus API redirected to a Location that is not a valid URL; it was not followed. "
+            "Check the connection's host (base URL).",
+            **common,
+        ) from None
+    if target_origin != base_origin:
+        raise NoxusRedirectError(
+            f"The Noxus API redirected to another origin, {target_origin}; the request "
             "was not sent there, so that the API key never leaves the configured origin "
-            f"{origin(base_url)}. Set the connection's host to the address the API answers on "
+            f"{base_origin}. Set the connection's host to the address the API answers on "
             "(e.g. https:// instead of http://, or the new host name).",
+            **common,
+        )
+    if has_userinfo:
+        raise NoxusRedirectError(
+            "The Noxus API redirected to a Location with a user name or password, which this provider "
+            f"never sends; it was not followed. {fix}",
             **common,
         )
     if request.method != "GET" and status not in (307, 308):

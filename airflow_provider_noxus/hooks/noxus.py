@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import os
 import time
@@ -35,6 +36,7 @@ from airflow_provider_noxus.exceptions import (
 )
 from airflow_provider_noxus.files import upload_part
 from airflow_provider_noxus.hooks._transport import (
+    REDACTED,
     SHARED_SESSIONS,
     AsyncSleep,
     AsyncTransport,
@@ -67,7 +69,7 @@ StatusWatch = Callable[[tuple[Any, ...] | None], Awaitable[Mapping[str, Any]]]
 def _me_without_key(record: dict[str, Any], api_key: str) -> dict[str, Any]:
     """The key's record with its ``value`` (the key itself, when the server echoes it) hidden."""
     if record.get("value") == api_key:
-        return {**record, "value": "***"}
+        return {**record, "value": REDACTED}
     return record
 
 
@@ -123,7 +125,15 @@ class NoxusHook(BaseHook):
 
     @cached_property
     def settings(self) -> NoxusConnectionSettings:
-        """The connection, read once (sync read: not for the triggerer; use :meth:`async_client`)."""
+        """The connection, read once (sync read: not for the triggerer; use :meth:`async_client`).
+
+        When the server refuses its key, the transport reads it again, once per refusal, and goes on
+        with a rotated key (the transport's ``settings`` then hold it).
+        """
+        return self._read_settings()
+
+    def _read_settings(self) -> NoxusConnectionSettings:
+        """Read and check the connection now; its key is registered with the secrets masker."""
         conn = self.get_connection(self.noxus_conn_id)
         settings = settings_from_connection(conn, retry_policy=self._retry_policy)
         mask_secret(settings.api_key)
@@ -131,7 +141,7 @@ class NoxusHook(BaseHook):
 
     @cached_property
     def _transport(self) -> SyncTransport:
-        return SyncTransport(self.settings, sleep=self._sleep)
+        return SyncTransport(self.settings, sleep=self._sleep, reread=self._read_settings)
 
     def close(self) -> None:
         """Close the hook's HTTP session (it is reopened if the hook is used again)."""
@@ -228,7 +238,8 @@ class NoxusHook(BaseHook):
 
     def get_me(self) -> dict[str, Any]:
         """The calling API key's record (its ``value`` hidden when it is the key)."""
-        return _me_without_key(self._transport.call_json(protocol.me_request()), self.settings.api_key)
+        record = self._transport.call_json(protocol.me_request())
+        return _me_without_key(record, self._transport.settings.api_key)
 
     def list_workflows(self, *, page: int = 1, size: int = 50) -> dict[str, Any]:
         return self._transport.call_json(protocol.list_workflows_request(page=page, size=size))
@@ -386,9 +397,15 @@ class NoxusHook(BaseHook):
 async def open_async_client(
     settings: NoxusConnectionSettings, *, sleep: AsyncSleep = asyncio.sleep
 ) -> AsyncIterator[NoxusAsyncClient]:
-    """An async client on a connection already read; holds a reference on the shared sessions."""
+    """An async client on a connection already read; holds a reference on the shared sessions.
+
+    When the server refuses the key, the client reads the connection again (past the cache, once per
+    refusal: see :meth:`~.connection.AsyncConnectionCache.read_after_refusal`) and goes on with a
+    rotated key.
+    """
+    reread = functools.partial(CONNECTION_CACHE.read_after_refusal, settings.conn_id)
     async with SHARED_SESSIONS.use(settings.base_url, settings.verify_ssl) as pool:
-        yield NoxusAsyncClient(AsyncTransport(settings, pool, sleep=sleep))
+        yield NoxusAsyncClient(AsyncTransport(settings, pool, sleep=sleep, reread=reread))
 
 
 class NoxusAsyncClient:

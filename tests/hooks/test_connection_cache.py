@@ -79,4 +79,28 @@ async def test_a_refused_key_is_forgotten_at_once(
     trigger = NoxusRunTrigger("noxus_cached", "wf", "run-1", poll_interval=0.05, wait_strategy="poll")
     assert (await first_event(trigger))["error_type"] == "NoxusAuthError"
     assert (await first_event(trigger))["error_type"] == "NoxusAuthError"
-    assert reads == ["noxus_cached", "noxus_cached"], "the next trigger reads the connection again"
+    # Each trigger reads the connection, then once more when its key is refused (the key may have
+    # been rotated); the next trigger reads it again instead of taking the refused key from the cache.
+    assert reads == ["noxus_cached"] * 4
+
+
+async def test_entries_past_their_ttl_or_outdated_are_dropped(
+    noxus_emulator: Any, monkeypatch: pytest.MonkeyPatch, reads: list[str]
+) -> None:
+    """No former value of a variable (and its key) stays in memory."""
+    hook = NoxusHook("noxus_cached")
+    for index in range(5):
+        point_at(monkeypatch, noxus_emulator, key=f"nxk-evict-{index}-0f9e8d7c")
+        async with hook.async_client() as client:
+            assert client.settings.api_key == f"nxk-evict-{index}-0f9e8d7c"
+    assert len(CONNECTION_CACHE) == 1
+    monkeypatch.setattr(connection_module, "CONNECTION_CACHE_TTL_S", 0.0)
+    point_at(monkeypatch, noxus_emulator, key="nxk-evict-5-0f9e8d7c")
+    async with hook.async_client():
+        pass  # a read stores an entry that expires at once...
+    assert len(CONNECTION_CACHE) == 1
+    other = {"conn_type": "noxus", "password": "nxk-evict-other-1a2b3c4d"}
+    monkeypatch.setenv("AIRFLOW_CONN_NOXUS_OTHER", json.dumps(other))
+    async with NoxusHook("noxus_other").async_client():
+        pass  # ...and the next read drops it
+    assert len(CONNECTION_CACHE) == 1

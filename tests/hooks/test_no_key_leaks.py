@@ -21,6 +21,7 @@ from airflow_provider_noxus.exceptions import (
     NoxusTLSError,
     NoxusTransportError,
 )
+from airflow_provider_noxus.hooks._transport import REDACTED
 from airflow_provider_noxus.hooks.noxus import NoxusHook
 
 SECRET = "nxk-LEAKCANARY-7f3c9a1e5b2d4c6f8a0b"
@@ -138,7 +139,7 @@ def test_5xx_whose_body_echoes_the_key(
     with pytest.raises(NoxusServerError) as caught:
         api_for(hook)("get_run_status", "r1")
     assert "X-Api-Key" in str(caught.value) or "X-API-Key" in str(caught.value), "the echo was not exercised"
-    assert "***" in str(caught.value)
+    assert REDACTED in str(caught.value)
     _assert_clean(caught.value, output())
 
 
@@ -146,7 +147,7 @@ def test_key_record_echoing_the_key(
     api_for: Any, connect: Callable[..., NoxusHook], echo_server: str
 ) -> None:
     record = api_for(connect(echo_server))("get_me")
-    assert record["value"] == "***"
+    assert record["value"] == REDACTED
 
 
 def test_tls_failure(

@@ -10,6 +10,7 @@ import pytest
 
 from airflow_provider_noxus.exceptions import NoxusAuthError, NoxusNotFoundError
 from airflow_provider_noxus.hooks import _transport
+from airflow_provider_noxus.hooks._transport import aiohttp_transport
 from airflow_provider_noxus.hooks.noxus import NoxusAsyncClient, NoxusHook
 from airflow_provider_noxus.protocol import RunEvent
 
@@ -137,7 +138,7 @@ async def test_event_streams_past_the_request_pool_limit_neither_queue_nor_block
 ) -> None:
     """Each open stream holds a connection for its run's whole life: on the bounded request pool the
     stream past the limit would wait for a run to end, and status reads would queue behind them."""
-    monkeypatch.setattr(_transport, "POOL_LIMIT_PER_HOST", 2)
+    monkeypatch.setattr(aiohttp_transport, "POOL_LIMIT_PER_HOST", 2)
     slow = noxus_emulator.control.workflow_id("slow")
     async with hook.async_client() as client:
         run_ids = [(await client.a_create_run(slow, {"seconds": 30}))["id"] for _ in range(5)]
