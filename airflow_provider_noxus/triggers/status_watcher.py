@@ -331,6 +331,7 @@ class StatusWatcher:
             return
         finally:
             self.runs_read += 1
+        self._health.run_read()
         try:
             self._seen(run_id, run)
         except Exception as error:  # a value of this answer: its run's failure only

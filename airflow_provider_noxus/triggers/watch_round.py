@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from airflow_provider_noxus.exceptions import NoxusRateLimitedError
+from airflow_provider_noxus.protocol import RetryPolicy, backoff_seconds
 from airflow_provider_noxus.run_list import RunPage
 from airflow_provider_noxus.wait import is_transient
 
@@ -65,11 +66,13 @@ class ListHealth:
     :param failures: rounds in a row whose list read failed transiently (429s not counted).
     :param list_again_at: no round reads the list before this time (backoff, or a refusal's verdict).
     :param quiet_until: nothing is sent before this time (a 429's ``Retry-After``).
+    :param rate_limits: 429 answers in a row (the pause after each is a backoff from one interval).
     """
 
     failures: int = 0
     list_again_at: float = -math.inf
     quiet_until: float = -math.inf
+    rate_limits: int = 0
 
     def reads_list(self, now: float) -> bool:
         """Whether a round starting at ``now`` reads the list (or its due runs one by one)."""
@@ -83,12 +86,20 @@ class ListHealth:
         """A page of the list was read."""
         self.failures = 0
         self.list_again_at = -math.inf
+        self.rate_limits = 0
+
+    def run_read(self) -> None:
+        """A run was read on its own."""
+        self.rate_limits = 0
 
     def rate_limited(self, error: NoxusRateLimitedError, now: float, interval: float) -> None:
-        """A request was answered 429: the watcher sends nothing for the server's ``Retry-After`` (at
-        least one ``interval``, at most :data:`MAX_RATE_LIMIT_PAUSE_S`)."""
-        retry_after = error.retry_after if isinstance(error.retry_after, (int, float)) else 0.0
-        pause = min(max(float(retry_after), interval), max(MAX_RATE_LIMIT_PAUSE_S, interval))
+        """A request was answered 429: the watcher sends nothing for the server's ``Retry-After``,
+        for at least one ``interval`` and the backoff a wait would take (from one interval, doubled
+        with each 429 in a row, never under ``protocol.MIN_BACKOFF_S``: ``Retry-After: 0`` makes no hot
+        loop), at most :data:`MAX_RATE_LIMIT_PAUSE_S`."""
+        self.rate_limits += 1
+        policy = RetryPolicy(backoff_initial=interval, backoff_max=max(MAX_RATE_LIMIT_PAUSE_S, interval))
+        pause = max(interval, backoff_seconds(policy, self.rate_limits, error))
         self.quiet_until = max(self.quiet_until, now + pause)
 
     def list_failed(self, error: BaseException, now: float, interval: float) -> AfterListFailure:

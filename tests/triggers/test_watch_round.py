@@ -142,3 +142,19 @@ def test_the_budget_goes_deep_only_where_pages_cost_less_than_per_run_reads() ->
     assert page_budget([250] * 50, 100) == 4  # fifty runs on page 3: read down to them
     assert page_budget([10_000], 100) == 2  # one run far down: read it by itself
     assert page_budget([], 100) == 1
+
+
+def test_429s_in_a_row_back_off_from_one_interval_with_a_floor() -> None:
+    """``Retry-After: 0`` on every read must not make a hot loop, however short the poll interval."""
+    health = ListHealth()
+    pauses = []
+    now = 0.0
+    for _ in range(6):
+        health.rate_limited(NoxusRateLimitedError("slow down", retry_after=0.0), now=now, interval=0.01)
+        pauses.append(health.quiet_until - now)
+        now = health.quiet_until
+    assert all(pause >= 0.1 - 1e-9 for pause in pauses), pauses
+    assert pauses[-1] >= 0.16, "the pause grows with each 429 in a row"
+    health.run_read()
+    health.rate_limited(NoxusRateLimitedError("slow down", retry_after=0.0), now=now, interval=0.01)
+    assert health.quiet_until - now < 0.16, "an answer in between starts the backoff over"
