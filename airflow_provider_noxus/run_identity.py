@@ -18,6 +18,9 @@ A lost create is adopted only when exactly one run with this task's input and ve
 within its window (:class:`LookupWindow`), every look-up of that create counted together, in this try
 and the next. Identical inputs sent in the same window are indistinguishable to the API: then nothing
 is adopted and the task fails, naming the runs.
+
+The module is over 400 lines because the record, the window, the look-up and the decision are one set
+of rules that must be read together (each refers to the others' fields and bounds).
 """
 
 from __future__ import annotations
