@@ -273,23 +273,43 @@ def test_an_adopted_run_is_not_stopped_at_the_timeout_after_deferring(
 def test_an_adopted_run_is_not_stopped_when_the_task_is_killed(
     emu: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    task = adopt_slow_run(emu, monkeypatch, deferrable=False, timeout=3)
-    outcome: list[BaseException] = []
+    # The kill comes from another thread, as from Airflow's SIGTERM handler, once the run is adopted.
+    task = adopt_slow_run(emu, monkeypatch, deferrable=False, timeout=8)
+    killed: list[str | None] = []
 
-    def execute() -> None:
-        try:
+    def kill_once_adopted() -> None:
+        deadline = time.monotonic() + 20
+        while task._active_run_id is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        killed.append(task._active_run_id)
+        task.on_kill()
+
+    killer = threading.Thread(target=kill_once_adopted)
+    killer.start()
+    try:
+        with pytest.raises(NoxusRunTimeoutError, match="left running"):
             task.execute(context())
-        except BaseException as error:
-            outcome.append(error)
-
-    worker = threading.Thread(target=execute)
-    worker.start()
-    deadline = time.monotonic() + 20
-    while task._active_run_id is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert task._active_run_id is not None, "the lost create's run was adopted"
-    task.on_kill()
-    worker.join(timeout=30)
-    assert not worker.is_alive()
+    finally:
+        killer.join(timeout=30)
+    assert killed and killed[0] is not None, "the lost create's run was adopted, then the task killed"
     assert created(emu) == 1
     assert stops(emu) == {}
+
+
+def test_a_sync_create_answered_without_a_run_id_names_the_sync_endpoint(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def handler(request: Request, conn: Conn) -> None:
+        if request.method == "POST":
+            conn.reply(200, {"status": "completed", "output": {}})  # a run was made, but which?
+        else:
+            conn.reply(200, {"items": [], "total": 0, "page": 1, "size": 100, "pages": 0})
+
+    with HostileServer(handler) as server:
+        connection = {"conn_type": "noxus", "host": server.url, "password": KEY, "extra": {"timeout": 10}}
+        monkeypatch.setenv("AIRFLOW_CONN_NOXUS_DEFAULT", json.dumps(connection))
+        task = NoxusRunOperator(task_id="t", workflow_id="wf-1", inputs={"q": 1}, use_sync_endpoint=True)
+        with pytest.raises(NoxusRunError, match="no run made by it was found") as raised:
+            task.execute(context())
+    assert "POST /v1/workflows/wf-1/runs/sync" in str(raised.value.__cause__)
+    assert [request.method for request in server.requests].count("POST") == 1
