@@ -210,11 +210,17 @@ class RunRecord:
         return self.run_id is None and self.sent_at is not None
 
     @property
+    def latest_answer(self) -> float:
+        """The latest moment the pending create's run can have been made (less :data:`LATE_CREATE_S`)."""
+        assert self.sent_at is not None
+        return self.answer_by if self.answer_by is not None else self.sent_at + UNREPORTED_ANSWER_S
+
+    @property
     def window(self) -> LookupWindow:
         """The :class:`LookupWindow` of the pending create."""
         assert self.sent_at is not None
-        answer_by = self.answer_by if self.answer_by is not None else self.sent_at + UNREPORTED_ANSWER_S
-        return LookupWindow(self.sent_at - MAX_CLOCK_SKEW_S, answer_by + LATE_CREATE_S + MAX_CLOCK_SKEW_S)
+        end = self.latest_answer + LATE_CREATE_S + MAX_CLOCK_SKEW_S
+        return LookupWindow(self.sent_at - MAX_CLOCK_SKEW_S, end)
 
     def with_run(self, run_id: str) -> RunRecord:
         """The create answered ``run_id``: proven own."""
@@ -229,6 +235,11 @@ class RunRecord:
     def failed_at(self, seen_at: float) -> RunRecord:
         """The create's failure was seen at ``seen_at``: its window closes from there."""
         return replace(self, answer_by=seen_at)
+
+    def ended_by(self, moment: float) -> RunRecord:
+        """The try that sent the pending create was over by ``moment`` (a later try started): its
+        create got no answer after that, so the window closes then at the latest."""
+        return replace(self, answer_by=min(self.latest_answer, moment))
 
     def with_seen(self, run_ids: tuple[str, ...]) -> RunRecord:
         return replace(self, seen=tuple(dict.fromkeys((*self.seen, *run_ids))))

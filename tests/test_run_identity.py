@@ -191,11 +191,22 @@ def test_an_ambiguous_look_up_names_the_runs_and_says_why_nothing_is_adopted() -
     assert "cannot tell" in decision.reason and "clear the task" in decision.reason
 
 
-def test_a_killed_try_keeps_a_wide_window_and_a_later_try_waits_within_bounds() -> None:
-    # A try killed during its create never saw its failure: the window runs to the create's last answer.
-    record = RunRecord("wf", INTENT, sent_at=NOW - 100, input_fingerprint=Q1, max_tries=3)
-    decision = decide(record, INTENT, 3, found(read_at=NOW), now=NOW)
-    assert decision.action is Action.FAIL, "the window is open for minutes: no conclusion, no long sleep"
+def test_a_killed_try_keeps_a_wide_window_that_the_next_try_closes_when_it_starts() -> None:
+    # A try killed during its create never saw its failure: the window runs to the create's last
+    # possible answer (retries included), too long to wait for...
+    record = RunRecord(
+        "wf", INTENT, sent_at=NOW - 100, input_fingerprint=Q1, max_tries=3, answer_by=NOW + 300
+    )
+    assert decide(record, INTENT, 3, found(read_at=NOW), now=NOW).action is Action.FAIL
+    # ...but once a later try runs, the killed one is over: its window closes when the later try began.
+    closed = record.ended_by(NOW)
+    settled = NOW + LATE_CREATE_S + MAX_CLOCK_SKEW_S + LIST_SETTLE_S
+    early = decide(closed, INTENT, 3, found("r1", read_at=NOW), now=NOW)
+    assert early.action is Action.LOOK_UP and early.after == pytest.approx(settled - NOW)
+    assert decide(closed, INTENT, 3, found("r1", read_at=settled), now=settled).action is Action.ADOPT
+    # A record of 0.1.0 (no answer time) keeps the bound of the slowest create, not the later try's start.
+    old = RunRecord("wf", INTENT, sent_at=NOW - 3600, input_fingerprint=Q1, max_tries=3)
+    assert old.ended_by(NOW).window.end < NOW - 2000
 
 
 # ---- the look-up in the run list -----------------------------------------------------------------

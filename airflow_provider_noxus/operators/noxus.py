@@ -239,6 +239,9 @@ class NoxusRunOperator(NoxusRunWaitMixin, BaseOperator):
     ) -> Mapping[str, Any] | None:
         """The run of an earlier try to carry on with, or None to create one (stopping the earlier run
         first when :func:`decide` says so)."""
+        if ledger.record is not None and ledger.record.pending:
+            # The try that sent that create is over: a run of it was made before this try started.
+            ledger.save(ledger.record.ended_by(time.time()))
         decision, run = self._settle(ledger, intent, max_tries, same_try=False)
         if decision.action is Action.STOP_THEN_CREATE:
             assert decision.run_id is not None
