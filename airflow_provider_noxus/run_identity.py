@@ -404,12 +404,15 @@ class Decision:
     :param reason: why, in words for the task log (or the error, for ``FAIL``).
     :param run_id: the run concerned: to stop, to adopt, to read, to wait on.
     :param after: ``LOOK_UP`` only: seconds to wait before reading the list.
+    :param candidates: ``FAIL`` for ambiguity only: the runs that could each be the lost create's (a
+        later try fails the same way; a clear makes a new run).
     """
 
     action: Action
     reason: str
     run_id: str | None = None
     after: float = 0.0
+    candidates: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -507,6 +510,7 @@ def _after_lost_create(record: RunRecord, lookup: Lookup | None, *, now: float, 
             "if any, this task made, so none is adopted (it could be another task's) and no new one is "
             "created (it would run the same input once more). Check those runs; clear the task to make "
             "a new run",
+            candidates=seen,
         )
     unsettled = lookup.read_at < window.settled_at
     if lookup.problem is not None or unsettled:
@@ -518,7 +522,7 @@ def _after_lost_create(record: RunRecord, lookup: Lookup | None, *, now: float, 
             Action.FAIL,
             "whether the lost run creation made a run cannot be told yet ("
             + (lookup.problem or f"its window is open until {window.settled_at - now:.0f} s from now")
-            + "); the next try looks again before creating a run",
+            + ")",
         )
     if seen:
         if seen[0] in lookup.candidate_ids:

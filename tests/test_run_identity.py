@@ -189,6 +189,7 @@ def test_an_ambiguous_look_up_names_the_runs_and_says_why_nothing_is_adopted() -
     decision = decide(lost(), INTENT, 3, found("r1", "r2", read_at=SETTLED), now=SETTLED)
     assert "r1" in decision.reason and "r2" in decision.reason
     assert "cannot tell" in decision.reason and "clear the task" in decision.reason
+    assert decision.candidates == ("r1", "r2")
 
 
 def test_a_killed_try_keeps_a_wide_window_that_the_next_try_closes_when_it_starts() -> None:

@@ -294,7 +294,8 @@ class NoxusRunOperator(NoxusRunWaitMixin, BaseOperator):
                 except NoxusNotFoundError:
                     view = ServerView(run_gone=True)
             elif decision.action is Action.FAIL:
-                message = f"{_sentence(decision.reason)}. {self._next_try_note(ledger)}"
+                note = "" if decision.candidates else f" {self._next_try_note(ledger)}"
+                message = f"{_sentence(decision.reason)}.{note}"
                 raise NoxusRunError(message, workflow_id=self.workflow_id)
             elif decision.action in (Action.WAIT, Action.RETURN_OUTPUT):
                 return decision, view.run

@@ -158,6 +158,7 @@ def test_another_tasks_identical_run_made_just_after_the_send_is_not_adopted_in_
     with pytest.raises(NoxusRunError, match="cannot tell which one") as raised:
         scripted_task().execute(context())
     assert "own" in str(raised.value) and "other-dag" in str(raised.value), "the message names both runs"
+    assert "looks for it again" not in str(raised.value), "a later try would fail the same way"
     assert len(noxus.creates) == 1, "no third run either"
     assert noxus.stops == []
 
