@@ -644,26 +644,38 @@ class RetryPolicy:
     total_budget: float = 300.0
 
 
+def may_have_created_run(error: BaseException) -> bool:
+    """Whether a run creation that failed with ``error`` may still have made a run.
+
+    The one answer to this question: the retries (:func:`is_retryable`) and run identity (the
+    look-up of a run whose create answer was lost) both ask it. No run was made only when the failure
+    proves the request was not handled: the connection was refused or never sent (nothing reached
+    the server), a 429 (a rate limiter refuses before handling), or a 4xx refusal of the request
+    itself (400, 401, 403, 404, 409, 413, 422) or a refused redirect. Everything else may hide a run:
+    a reset, a read timeout, a truncated or malformed answer, and every 5xx and 408, a 503 with
+    ``Retry-After`` included (the API reference does not say a 503 is answered before the request
+    is handled, and a proxy in front of the API may send one after forwarding the create).
+    """
+    if isinstance(error, NoxusTransportError):
+        return error.reached_server
+    if isinstance(error, NoxusRateLimitedError):
+        return False
+    return isinstance(error, (NoxusServerError, NoxusProtocolError))
+
+
 def is_retryable(request: ApiRequest, error: BaseException) -> bool:
     """Whether sending ``request`` again may succeed where it just failed with ``error``.
 
-    A run creation is not idempotent: it is sent again only when the first try provably did not
-    create a run: the connection was refused (nothing reached the server), or the server
-    answered 429, or 503 with ``Retry-After`` (it refused the request before handling it).
-    Any other failure of a create (a reset, a read timeout, a 500/502/504) may hide a run that
-    was created, and is raised so that no duplicate run is made.
+    A run creation is not idempotent: it is sent again only after a transient failure that made no
+    run (:func:`may_have_created_run`): a refused connection or a 429. Any other failure of a
+    create is raised so that no duplicate run is made; the caller looks for the run it may have made.
     A TLS failure (untrusted certificate, wrong host name) fails the same way each time: never retried.
     """
     if isinstance(error, NoxusTLSError):
         return False
     if request.creates_run:
-        if isinstance(error, NoxusTransportError):
-            return not error.reached_server
-        if isinstance(error, NoxusRateLimitedError):
-            return True
-        return (
-            isinstance(error, NoxusServerError) and error.status_code == 503 and error.retry_after is not None
-        )
+        transient = isinstance(error, (NoxusTransportError, NoxusRateLimitedError))
+        return transient and not may_have_created_run(error)
     if isinstance(error, NoxusTransportError):
         return True
     return isinstance(error, NoxusApiError) and error.status_code in RETRYABLE_STATUSES
@@ -843,4 +855,5 @@ __all__ = [
     "RetryPolicy",
     "RunEvent",
     "SSEParser",
+    "may_have_created_run",
 ]

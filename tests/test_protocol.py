@@ -307,7 +307,7 @@ def _api(status: int, retry_after: float | None = None) -> Any:
         (_api(500), True, False),
         (_api(502), True, False),
         (_api(503), True, False),
-        (_api(503, 1), True, True),
+        (_api(503, 1), True, False),  # may hide a run: see protocol.may_have_created_run
         (_api(504), True, False),
         (_api(400), False, False),
         (_api(401), False, False),

@@ -12,9 +12,12 @@ One Noxus run per intent (:mod:`airflow_provider_noxus.run_identity`; the README
   a new run;
 - a try after a delivered one (the task succeeded, then was cleared) makes a new run;
 - a changed intent makes a new run, and stops the old one if it still runs;
-- a create whose answer was lost is looked up in the workflow's run list and adopted, in the same try
-  and, on Airflow 3.3+, in the next one before anything is created;
+- a create whose answer was lost is looked up in the workflow's run list and adopted only when exactly
+  one run with its input and version was created in the create's window, in the same try and, on
+  Airflow 3.3+, in the next one before anything is created; an adopted run is never stopped by the task;
 - a task killed while its create is in flight stops that run when the answer arrives.
+
+The rules are :func:`~airflow_provider_noxus.run_identity.decide`'s; this module performs what it answers.
 
 Airflow 3.3+ keeps the record in ``task_state_store``; older versions keep it for one try only.
 """
@@ -35,22 +38,24 @@ from airflow_provider_noxus.exceptions import (
     NoxusNotFoundError,
     NoxusProtocolError,
     NoxusRunError,
-    NoxusServerError,
     NoxusSyncEndpointTimeout,
-    NoxusTransportError,
     shorten,
 )
 from airflow_provider_noxus.files import NoxusFile, check_http_url, is_templated, resolve_file_inputs
 from airflow_provider_noxus.hooks.noxus import NoxusHook
 from airflow_provider_noxus.links.noxus import NoxusRunLink
 from airflow_provider_noxus.outputs import check_output_model
-from airflow_provider_noxus.protocol import FAILURE_STATUSES, NoxusRunStatus
+from airflow_provider_noxus.protocol import SYNC_ENDPOINT_TIMEOUT_S, NoxusRunStatus
 from airflow_provider_noxus.run_identity import (
+    Action,
+    Decision,
     RunLedger,
     RunRecord,
-    find_lost_run,
+    ServerView,
+    decide,
     fingerprint,
     intent_fingerprint,
+    look_up,
 )
 from airflow_provider_noxus.task_wait import DEFAULT_MAX_OUTPUT_BYTES, NoxusRunWaitMixin, seconds
 from airflow_provider_noxus.wait import DEFAULT_POLL_INTERVAL_S, WaitOptions, check_timeout
@@ -60,19 +65,9 @@ if TYPE_CHECKING:
 
     from airflow_provider_noxus._compat import Context
 
-#: Seconds after an ambiguous create failure at which the run list is read for the lost run: a run
-#: may appear in the list a little after its create was sent.
-LOOKUP_DELAYS_S = (0.5, 2.0, 5.0)
-
-
-def _is_ambiguous(error: NoxusError) -> bool:
-    """Whether a failed create may still have made a run: the request reached the server and no clear
-    refusal came back (a read timeout, a reset or truncated answer, a 5xx, a body that is not the run)."""
-    if isinstance(error, NoxusTransportError):
-        return error.reached_server
-    return isinstance(error, (NoxusServerError, NoxusProtocolError)) and not isinstance(
-        error, NoxusSyncEndpointTimeout
-    )
+#: Steps of :func:`~airflow_provider_noxus.run_identity.decide` performed at most in one try (each
+#: look-up, read or adoption is one; a handful are ever needed).
+MAX_IDENTITY_STEPS = 20
 
 
 class NoxusRunOperator(NoxusRunWaitMixin, BaseOperator):
@@ -221,6 +216,14 @@ class NoxusRunOperator(NoxusRunWaitMixin, BaseOperator):
             run = self._create(ledger, intent, inputs, max_tries)
         run_id = str(run["id"])
         self._active_run_id = run_id
+        self.owns_run = ledger.record is None or ledger.record.own
+        if not self.owns_run and self.deferrable and not ledger.durable:
+            self.log.info(
+                "Waiting for adopted Noxus run %s on the worker: before Airflow 3.3 a deferred task cannot "
+                "carry over that this run is not to be stopped by it.",
+                run_id,
+            )
+            self.deferrable = False
         self.push_run_link(context, run_id)
         if not self.wait_for_completion:
             self.delivered(context, run_id)
@@ -228,8 +231,7 @@ class NoxusRunOperator(NoxusRunWaitMixin, BaseOperator):
         return self.wait_for(context, run)
 
     def _ledger(self, context: Context) -> RunLedger:
-        store = context.get("task_state_store") if AIRFLOW_V_3_3_PLUS else None  # type: ignore[call-overload]
-        ledger = RunLedger(store)
+        ledger = self._stored_ledger(context)
         if not ledger.durable and getattr(context.get("ti"), "try_number", 1) > 1:
             self.log.warning(
                 "This is try %s of the task. Airflow before 3.3 has no task_state_store, so this try cannot "
@@ -257,58 +259,85 @@ class NoxusRunOperator(NoxusRunWaitMixin, BaseOperator):
     def _earlier_run(
         self, ledger: RunLedger, intent: str, max_tries: int | None
     ) -> Mapping[str, Any] | None:
-        """The run of an earlier try to carry on with, if any; a run of another intent, or of a try
-        before a clear, is stopped."""
-        record = ledger.record
-        if record is None:
-            return None
-        if record.delivered:
-            self.log.info(
-                "Noxus run %s already delivered its result to an earlier try of this task (the task was "
-                "cleared or re-run): creating a new run.",
-                record.run_id,
-            )
-            return None
-        if record.pending:
-            run = self._find_lost_run(record, attempts=1)
-            if run is None:
-                return None
-            record = record.with_run(str(run["id"]))
-            ledger.save(record)
-        assert record.run_id is not None
-        if record.intent != intent:
-            self.stop_run(
-                record.run_id,
-                "the task's workflow, version, inputs or options changed since the try that started it; "
-                "a new run replaces it",
-            )
-            return None
-        if record.cleared_since(max_tries):
-            self.stop_run(record.run_id, "the task was cleared since the try that started it")
-            return None
-        try:
-            run = self.hook.get_run(self.workflow_id, record.run_id)
-        except NoxusNotFoundError:
-            self.log.warning(
-                "The Noxus run %s of an earlier try no longer exists; creating a new run.", record.run_id
-            )
-            return None
-        if NoxusRunStatus.parse(run.get("status")) in FAILURE_STATUSES:
-            self.log.warning(
-                "The Noxus run %s of an earlier try ended %s; creating a new run.",
-                record.run_id,
-                run.get("status"),
-            )
-            return None
-        self.log.info(
-            "Reattaching to Noxus run %s (%s) created by an earlier try.", record.run_id, run.get("status")
-        )
+        """The run of an earlier try to carry on with, or None to create one (stopping the earlier run
+        first when :func:`decide` says so)."""
+        if ledger.record is not None and ledger.record.pending:
+            # The try that sent that create is over: a run of it was made before this try started.
+            ledger.save(ledger.record.ended_by(time.time()))
+        decision, run = self._settle(ledger, intent, max_tries, same_try=False)
+        if decision.action is Action.STOP_THEN_CREATE:
+            assert decision.run_id is not None
+            self.stop_run(decision.run_id, decision.reason)
+        elif decision.action is Action.CREATE:
+            if ledger.record is not None:
+                self.log.info("%s: creating a new run.", _sentence(decision.reason))
+        else:
+            self.log.info("%s.", _sentence(decision.reason))
         return run
+
+    def _settle(
+        self, ledger: RunLedger, intent: str, max_tries: int | None, *, same_try: bool
+    ) -> tuple[Decision, Mapping[str, Any] | None]:
+        """Perform :func:`decide`'s look-ups, reads and adoptions until it answers with a run to carry
+        on with (returned with the decision) or with a create (no run); raise on ``FAIL``.
+
+        :param same_try: the pending create was sent by this try: an adopted run is carried on with as
+            listed.
+        """
+        view = ServerView()
+        for _ in range(MAX_IDENTITY_STEPS):
+            decision = decide(ledger.record, intent, max_tries, view, now=time.time(), same_try=same_try)
+            record = ledger.record
+            if decision.action is Action.LOOK_UP:
+                assert record is not None
+                if decision.after:
+                    time.sleep(decision.after)
+                lookup = look_up(
+                    lambda page, size: self.hook.list_runs(self.workflow_id, page=page, size=size),
+                    record,
+                    self.workflow_version_id,
+                )
+                if lookup.problem:
+                    self.log.warning("Looking for the run of the lost create: %s.", lookup.problem)
+                ledger.save(record.with_seen(lookup.candidate_ids))
+                view = ServerView(lookup=lookup)
+            elif decision.action is Action.ADOPT:
+                assert record is not None and decision.run_id is not None and view.lookup is not None
+                self.log.warning("%s.", _sentence(decision.reason))
+                ledger.save(record.adopted(decision.run_id))
+                if same_try:
+                    listed = {str(run["id"]): run for run in view.lookup.candidates}
+                    return decision, listed[decision.run_id]
+                view = ServerView()
+            elif decision.action is Action.READ_RUN:
+                assert decision.run_id is not None
+                try:
+                    view = ServerView(run=self.hook.get_run(self.workflow_id, decision.run_id))
+                except NoxusNotFoundError:
+                    view = ServerView(run_gone=True)
+            elif decision.action is Action.FAIL:
+                note = "" if decision.candidates else f" {self._next_try_note(ledger)}"
+                message = f"{_sentence(decision.reason)}.{note}"
+                raise NoxusRunError(message, workflow_id=self.workflow_id)
+            elif decision.action in (Action.WAIT, Action.RETURN_OUTPUT):
+                return decision, view.run
+            else:
+                return decision, None
+        raise NoxusRunError(
+            f"Finding the run of task {self.task_id!r} took over {MAX_IDENTITY_STEPS} steps; this is a bug.",
+            workflow_id=self.workflow_id,
+        )
+
+    @staticmethod
+    def _next_try_note(ledger: RunLedger) -> str:
+        if ledger.durable:
+            return "The next try looks for it again before creating a new run."
+        return "A retry creates a new run (Airflow before 3.3 cannot carry the search over)."
 
     def _create(
         self, ledger: RunLedger, intent: str, inputs: Mapping[str, Any], max_tries: int | None
     ) -> Mapping[str, Any]:
-        """Create the run; a create whose answer is lost is found again, never made twice."""
+        """Create the run; a create whose answer is lost is looked up, never sent twice."""
         resolved = resolve_file_inputs(
             inputs, hook=self.hook, allow_private_urls=self.allow_private_file_urls
         )
@@ -318,27 +347,43 @@ class NoxusRunOperator(NoxusRunWaitMixin, BaseOperator):
             node_ids=self.node_ids,
             callback_url=None if self.use_sync_endpoint else self.callback_url,
         )
+        settings = self.hook.settings
+        sent_at = time.time()
+        request_s = SYNC_ENDPOINT_TIMEOUT_S if self.use_sync_endpoint else settings.timeout
         record = RunRecord(
             workflow_id=self.workflow_id,
             intent=intent,
-            sent_at=time.time(),
+            sent_at=sent_at,
             input_fingerprint=fingerprint(body["input"]),
             max_tries=max_tries,
+            answer_by=sent_at + settings.retry_policy.total_budget + request_s,
         )
         ledger.save(record)
         self._create_in_flight = record
         try:
             run = self._send_create(resolved)
         except NoxusError as error:
-            if not _is_ambiguous(error):
+            if not protocol.may_have_created_run(error):
                 raise
-            run = self._adopt_after(error, record)
+            ledger.save(record.failed_at(time.time()))
+            self.log.warning(
+                "The answer to the run creation was lost (%s); looking for the run it may have made.", error
+            )
+            try:
+                adopted = self._settle(ledger, intent, max_tries, same_try=True)[1]
+            except NoxusRunError as not_found:
+                raise not_found from error
+            assert adopted is not None, "a pending create of this try is adopted or fails"
+            return adopted
         except BaseException:
-            # Cut short (execution_timeout, an interrupt): the run may exist; stop it if it is found.
-            if self.cancel_on_kill:
-                lost = self._find_lost_run(record, attempts=1)
-                if lost is not None:
-                    self.stop_run(str(lost["id"]), "the task was interrupted while the run was being created")
+            # Cut short (execution_timeout, an interrupt): a run it made cannot be told from another
+            # task's, so it is not stopped; the record keeps the window for the next try's look-up.
+            ledger.save(record.failed_at(time.time()))
+            self.log.warning(
+                "The task was interrupted while the run was being created; a run that create made cannot be "
+                "proven to be this task's, so none is stopped. %s",
+                self._next_try_note(ledger),
+            )
             raise
         finally:
             self._create_in_flight = None
@@ -355,7 +400,9 @@ class NoxusRunOperator(NoxusRunWaitMixin, BaseOperator):
         options: dict[str, Any] = {"workflow_version_id": self.workflow_version_id, "node_ids": self.node_ids}
         if not self.use_sync_endpoint:
             run = self.hook.create_run(self.workflow_id, inputs, callback_url=self.callback_url, **options)
+            request = protocol.create_run_request(self.workflow_id, {})
         else:
+            request = protocol.create_run_sync_request(self.workflow_id, {})
             try:
                 run = self.hook.create_run_sync(
                     self.workflow_id, inputs, use_output_ids=self.output_keys_by_id, **options
@@ -374,65 +421,28 @@ class NoxusRunOperator(NoxusRunWaitMixin, BaseOperator):
         if not isinstance(run.get("id"), str) or not run["id"]:
             raise NoxusProtocolError(
                 "The Noxus API answered the run creation without a run id.",
-                endpoint=f"POST /v1/workflows/{self.workflow_id}/runs",
+                endpoint=request.endpoint,
                 workflow_id=self.workflow_id,
                 detail=shorten(json.dumps(run, default=str)),
             )
         return run
 
-    def _adopt_after(self, error: NoxusError, record: RunRecord) -> Mapping[str, Any]:
-        """The run a create that failed with ``error`` made, found in the workflow's run list; else
-        the error, to be retried (on Airflow 3.3+ the next try looks again before creating)."""
-        self.log.warning(
-            "The answer to the run creation was lost (%s); looking for the run it may have made.", error
-        )
-        run = self._find_lost_run(record, attempts=len(LOOKUP_DELAYS_S))
-        if run is not None:
-            return run
-        raise NoxusRunError(
-            "The Noxus run creation got no usable answer and no run made by it was found in the workflow's "
-            "newest runs. "
-            + (
-                "The next try looks for it again before creating a new run."
-                if AIRFLOW_V_3_3_PLUS
-                else "A retry creates a new run (Airflow before 3.3 cannot carry the search over)."
-            ),
-            workflow_id=self.workflow_id,
-        ) from error
-
-    def _find_lost_run(self, record: RunRecord, *, attempts: int) -> Mapping[str, Any] | None:
-        """Look for the run of ``record``'s create in the workflow's run list, ``attempts`` times at
-        :data:`LOOKUP_DELAYS_S`; log what was found."""
-        for attempt, delay in enumerate(LOOKUP_DELAYS_S[:attempts]):
-            if attempt:
-                time.sleep(delay)
-            try:
-                run = find_lost_run(
-                    lambda page, size: self.hook.list_runs(self.workflow_id, page=page, size=size),
-                    record,
-                    self.workflow_version_id,
-                )
-            except NoxusError as error:
-                self.log.warning("Could not read the runs of workflow %s: %s", self.workflow_id, error)
-                continue
-            if run is not None:
-                self.log.info(
-                    "Found Noxus run %s (%s), made by a create whose answer was lost: adopting it.",
-                    run["id"],
-                    run.get("status"),
-                )
-                return run
-        return None
-
     # ---- execute_complete and the result (the wait is in task_wait) -------------------------
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         self._active_run_id = str(event["run_id"])
+        record = self._stored_ledger(context).record
+        # An adopted run (not proven this task's) is not stopped on a timeout or refused feedback.
+        self.owns_run = record is None or record.run_id != self._active_run_id or record.own
         return super().execute_complete(context, event)
+
+    @staticmethod
+    def _stored_ledger(context: Context) -> RunLedger:
+        return RunLedger(context.get("task_state_store") if AIRFLOW_V_3_3_PLUS else None)  # type: ignore[call-overload]
 
     def delivered(self, context: Context, run_id: str) -> None:
         """Mark the run as delivered: a later try of this task instance (a clear) makes a new run."""
-        ledger = RunLedger(context.get("task_state_store") if AIRFLOW_V_3_3_PLUS else None)  # type: ignore[call-overload]
+        ledger = self._stored_ledger(context)
         if ledger.record is not None and ledger.record.run_id == run_id:
             ledger.save(ledger.record.as_delivered())
 
@@ -451,8 +461,9 @@ class NoxusRunOperator(NoxusRunWaitMixin, BaseOperator):
         """Stop the run when the task is killed on the worker (best effort).
 
         Killed while its create is in flight (Airflow runs this in a signal handler, between two steps
-        of the create), the run is stopped as soon as the create answers; a create cut short (by
-        ``execution_timeout``) leaves its run to be found in the workflow's run list and stopped.
+        of the create), the run is stopped as soon as the create answers. A create cut short (by
+        ``execution_timeout``) gets no answer: its run cannot be proven to be this task's and is not
+        stopped (the next try finds it in the run list). An adopted run is never stopped.
         """
         if not self.cancel_on_kill:
             return
@@ -461,3 +472,8 @@ class NoxusRunOperator(NoxusRunWaitMixin, BaseOperator):
             self.stop_run(self._active_run_id, "task killed")
         elif self._create_in_flight is not None:
             self.log.info("The task was killed during the run creation: the run is stopped once made.")
+
+
+def _sentence(text: str) -> str:
+    """``text`` with its first letter in capitals, for a log line or an error."""
+    return text[:1].upper() + text[1:]

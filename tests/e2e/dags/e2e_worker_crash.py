@@ -39,7 +39,9 @@ for dag_id, operator_kwargs in CASES.items():
         @task
         def make_inputs(params: dict | None = None) -> list[dict]:
             conf = params or {}
-            return [{"seconds": conf["seconds"]} for _ in range(int(conf["count"]))]
+            # Distinct inputs: identical creates lost at the same moment are indistinguishable to the
+            # API, and the operator then adopts neither (README, "Exactly one Noxus run per task").
+            return [{"seconds": conf["seconds"] + index / 100} for index in range(int(conf["count"]))]
 
         NoxusRunOperator.partial(
             workflow_id="{{ var.value.noxus_e2e_slow_workflow }}",
