@@ -29,6 +29,13 @@ def get_provider_info() -> dict[str, Any]:
             for kind in ("hooks", "operators", "sensors", "triggers")
         },
         "extra-links": ["airflow_provider_noxus.links.noxus.NoxusRunLink"],
+        "asset-uris": [
+            {
+                "schemes": ["noxus"],
+                "handler": f"{PACKAGE}.assets.sanitize_uri",
+                "to_openlineage_converter": f"{PACKAGE}.assets.convert_asset_to_openlineage",
+            }
+        ],
         "connection-types": [
             {
                 "hook-class-name": "airflow_provider_noxus.hooks.noxus.NoxusHook",
