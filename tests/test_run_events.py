@@ -140,5 +140,10 @@ def test_payload_has_ids_status_end_time_in_utc_and_link_never_the_output() -> N
     ended = run("a", 0, "completed", output={"secret": "big"})
     ended["finished_at"] = "2026-12-01T13:00:05"  # no zone: UTC
     payload = event_payload(ended, WF, "https://app/runs/a")
-    assert payload == {"run_id": "a", "workflow_id": WF, "status": "completed",
-                       "finished_at": "2026-12-01T13:00:05+00:00", "run_url": "https://app/runs/a"}  # fmt: skip
+    assert payload == {
+        "run_id": "a",
+        "workflow_id": WF,
+        "status": "completed",
+        "finished_at": "2026-12-01T13:00:05+00:00",
+        "run_url": "https://app/runs/a",
+    }
