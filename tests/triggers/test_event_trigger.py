@@ -9,11 +9,11 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from support.noxus_tasks import use_fast_connection
 
 from airflow_provider_noxus._compat import AIRFLOW_V_3_0_PLUS
 
@@ -25,30 +25,13 @@ from airflow_provider_noxus.hooks._transport import SHARED_SESSIONS
 from airflow_provider_noxus.hooks.noxus import NoxusHook
 from airflow_provider_noxus.triggers.events import STATE_KEY, NoxusRunEventTrigger, RunFeeds
 
-WORKFLOWS = [
-    {"name": "wait", "inputs": [{"label": "seconds", "type": "number"}],
-     "nodes": [{"name": "Wait", "kind": "step", "seconds": "{seconds}"}], "outputs": {"done": True}},
-    {"name": "wait_then_fail", "inputs": [{"label": "seconds", "type": "number"}],
-     "nodes": [{"name": "Explode", "kind": "fail", "seconds": "{seconds}", "message": "late failure"}]},
-]  # fmt: skip
 POLL = 0.3
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorServer]:
-    workflows_file = Path(tmp_path_factory.mktemp("workflows")) / "workflows.json"
-    workflows_file.write_text(json.dumps(WORKFLOWS))
-    with EmulatorServer(workflows_file=workflows_file) as emulator:
-        yield emulator
-
-
 @pytest.fixture
-def emu(server: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> EmulatorServer:
-    server.control.reset()
-    connection = {"conn_type": "noxus", "host": server.url, "password": server.api_key}
-    extra = {"timeout": 10, "retry_attempts": 3, "max_backoff": 0.5}
-    monkeypatch.setenv("AIRFLOW_CONN_NOXUS_DEFAULT", json.dumps({**connection, "extra": extra}))
-    return server
+def emu(noxus_emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> EmulatorServer:
+    use_fast_connection(monkeypatch, noxus_emulator)
+    return noxus_emulator
 
 
 class MemoryStateStore:
@@ -110,8 +93,10 @@ async def watching(
         await watcher.stop()
 
 
-def create(emu: EmulatorServer, seconds: float, workflow: str = "wait") -> str:
-    return NoxusHook().create_run(emu.control.workflow_id(workflow), {"seconds": seconds})["id"]
+def create(emu: EmulatorServer, seconds: float, workflow: str = "slow") -> str:
+    """A run of the built-in ``slow`` workflow lasting ``seconds``, or of ``fail`` (about 0.3 s)."""
+    inputs = {"seconds": seconds} if workflow == "slow" else {}
+    return NoxusHook().create_run(emu.control.workflow_id(workflow), inputs)["id"]
 
 
 def ended(emu: EmulatorServer, run_id: str) -> bool:
@@ -148,7 +133,7 @@ def assert_nothing_left() -> None:
 
 
 async def test_one_event_per_run_ended_after_start_none_for_history(emu: Any) -> None:
-    workflow_id = emu.control.workflow_id("wait")
+    workflow_id = emu.control.workflow_id("slow")
     history = [create(emu, 0) for _ in range(3)]
     in_flight_at_start = create(emu, 2.0)
     await until_ended(emu, history)
@@ -168,13 +153,13 @@ async def test_one_event_per_run_ended_after_start_none_for_history(emu: Any) ->
 
 
 async def test_only_the_watched_statuses_make_events(emu: Any) -> None:
-    workflow_id = emu.control.workflow_id("wait_then_fail")
+    workflow_id = emu.control.workflow_id("fail")
     async with (
         watching(workflow_id, statuses=("failed",)) as failed,
         watching(workflow_id, statuses=("completed",)) as completed,
     ):
         await until_polled(1)
-        runs = [create(emu, 0.1, "wait_then_fail") for _ in range(2)]
+        runs = [create(emu, 0, "fail") for _ in range(2)]
         await failed.until(2)
         await until_polled(2)
         assert sorted(failed.run_ids()) == sorted(runs)
@@ -183,7 +168,7 @@ async def test_only_the_watched_statuses_make_events(emu: Any) -> None:
 
 
 async def test_a_restart_from_the_stored_state_repeats_nothing_and_loses_nothing(emu: Any) -> None:
-    workflow_id = emu.control.workflow_id("wait")
+    workflow_id = emu.control.workflow_id("slow")
     store = MemoryStateStore()
     async with watching(workflow_id, store) as first:
         await until_polled(1)
@@ -205,7 +190,7 @@ async def test_a_restart_from_the_stored_state_repeats_nothing_and_loses_nothing
 
 
 async def test_without_a_state_store_a_restart_starts_afresh_and_repeats_nothing(emu: Any) -> None:
-    workflow_id = emu.control.workflow_id("wait")
+    workflow_id = emu.control.workflow_id("slow")
     async with watching(workflow_id) as first:
         await until_polled(1)
         told = create(emu, 0)
@@ -221,7 +206,7 @@ async def test_without_a_state_store_a_restart_starts_afresh_and_repeats_nothing
 
 
 async def test_watchers_of_one_workflow_share_one_poll(emu: Any) -> None:
-    workflow_id = emu.control.workflow_id("wait")
+    workflow_id = emu.control.workflow_id("slow")
     async with (
         watching(workflow_id) as one,
         watching(workflow_id) as two,
@@ -241,7 +226,7 @@ async def test_watchers_of_one_workflow_share_one_poll(emu: Any) -> None:
 
 
 async def test_a_long_history_is_read_once_then_only_the_new_head(emu: Any) -> None:
-    workflow_id = emu.control.workflow_id("wait")
+    workflow_id = emu.control.workflow_id("slow")
     old_in_flight = create(emu, 6.0)
     history = [create(emu, 0) for _ in range(450)]  # five pages of 100 above the run in flight
     await until_ended(emu, history[-5:])
@@ -261,7 +246,7 @@ async def test_a_long_history_is_read_once_then_only_the_new_head(emu: Any) -> N
 
 
 async def test_transient_failures_and_retry_after_lose_and_repeat_nothing(emu: Any) -> None:
-    workflow_id = emu.control.workflow_id("wait")
+    workflow_id = emu.control.workflow_id("slow")
     async with watching(workflow_id) as watcher:
         await until_polled(1)
         emu.control.add_fault("list_runs", "status", status=503, count=4, retry_after=0.2)
@@ -278,7 +263,7 @@ async def test_a_refused_key_is_logged_and_retried_later_not_in_a_storm(
 ) -> None:
     connection = {"conn_type": "noxus", "host": emu.url, "password": "nxk-wrong-key-for-the-test"}
     monkeypatch.setenv("AIRFLOW_CONN_NOXUS_DEFAULT", json.dumps(connection))
-    async with watching(emu.control.workflow_id("wait")) as watcher:
+    async with watching(emu.control.workflow_id("slow")) as watcher:
         await asyncio.sleep(1.5)
         assert not watcher.task.done()
         assert requests(emu, "list_runs") == 1

@@ -10,7 +10,6 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -21,7 +20,7 @@ from airflow_provider_noxus._compat import AIRFLOW_V_3_0_PLUS
 if not AIRFLOW_V_3_0_PLUS:
     pytest.skip("event triggers need Airflow 3", allow_module_level=True)
 
-from support.hostile_server import Conn, HostileServer, Request
+from support.hostile_server import Conn, Request
 
 from airflow_provider_noxus.triggers import events as events_module
 from airflow_provider_noxus.triggers.events import NoxusRunEventTrigger, RunFeeds
@@ -37,22 +36,6 @@ def stamp(offset_s: float = 0.0) -> str:
 def a_run(run_id: str, status: str, created: str) -> dict[str, Any]:
     finished = stamp() if status == "completed" else None
     return {"id": run_id, "workflow_id": WF, "status": status, "created_at": created, "finished_at": finished}
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[[Callable[[Request, Conn], None]], HostileServer]]:
-    servers: list[HostileServer] = []
-
-    def start(handler: Callable[[Request, Conn], None]) -> HostileServer:
-        server = HostileServer(handler).__enter__()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
-    for server in servers:
-        assert not server.errors, server.errors
 
 
 def point_at(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
