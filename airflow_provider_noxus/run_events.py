@@ -40,6 +40,8 @@ KNOWN_RUNS_TO_STOP = 20
 MAX_IN_FLIGHT = 1_000
 #: A ``created_at`` further than this in the future is not believed (it would hide every later run).
 MAX_FUTURE_S = 600.0
+#: Most recent ids kept; in a burst larger than this within :data:`GRACE_S` the grace shrinks to fit.
+MAX_RECENT = 2_000
 #: Version of the stored state; a state of another version (or another workflow) is not used.
 STATE_VERSION = 1
 
@@ -70,6 +72,8 @@ class RunEventState:
     :param mark: the newest ``created_at`` seen (epoch seconds), None before any run was seen.
     :param recent: ids of runs created since ``mark - GRACE_S``, with their ``created_at``.
     :param in_flight: ids of runs seen not ended, with their ``created_at``.
+    :param cutoff: runs created before it are history even within the grace (set when a burst
+        outgrew :data:`MAX_RECENT`).
     """
 
     workflow_id: str
@@ -77,11 +81,14 @@ class RunEventState:
     mark: float | None = None
     recent: dict[str, float] = field(default_factory=dict)
     in_flight: dict[str, float] = field(default_factory=dict)
+    cutoff: float | None = None
 
     @property
     def floor(self) -> float:
         """How far down (by ``created_at``) a poll must read the list: below it, runs are history."""
-        return -math.inf if self.mark is None else self.mark - GRACE_S
+        if self.mark is None:
+            return -math.inf
+        return max(self.mark - GRACE_S, -math.inf if self.cutoff is None else self.cutoff)
 
     def knows_head(self, head: Sequence[Mapping[str, Any]]) -> bool:
         """Whether ``head`` (the list from its top, newest first) reaches down to runs already known:
@@ -103,6 +110,7 @@ class RunEventState:
             "mark": self.mark,
             "recent": dict(self.recent),
             "in_flight": dict(self.in_flight),
+            "cutoff": self.cutoff,
         }
 
     @classmethod
@@ -113,13 +121,23 @@ class RunEventState:
             return None
         if value.get("workflow_id") != workflow_id or value.get("statuses") != list(statuses):
             return None
-        mark = value.get("mark")
         recent, in_flight = _id_times(value.get("recent")), _id_times(value.get("in_flight"))
         if recent is None or in_flight is None:
             return None
-        if mark is not None and (isinstance(mark, bool) or not isinstance(mark, (int, float))):
+        try:
+            mark, cutoff = _time_or_none(value.get("mark")), _time_or_none(value.get("cutoff"))
+        except ValueError:
             return None
-        return cls(workflow_id, tuple(statuses), None if mark is None else float(mark), recent, in_flight)
+        return cls(workflow_id, tuple(statuses), mark, recent, in_flight, cutoff)
+
+
+def _time_or_none(value: Any) -> float | None:
+    """A stored time as a float, None when absent; ValueError when it is not a time."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(value)
+    return float(value)
 
 
 def _id_times(value: Any) -> dict[str, float] | None:
@@ -199,6 +217,11 @@ def _remember_recent(state: RunEventState, head: Sequence[Mapping[str, Any]]) ->
         state.recent[str(run["id"])] = created
     floor = state.floor
     state.recent = {run_id: created for run_id, created in state.recent.items() if created >= floor}
+    if len(state.recent) > MAX_RECENT:
+        newest_first = sorted(state.recent.values(), reverse=True)
+        boundary = newest_first[MAX_RECENT]
+        state.cutoff = math.nextafter(boundary, math.inf)
+        state.recent = {run_id: created for run_id, created in state.recent.items() if created > boundary}
 
 
 def _cap_in_flight(state: RunEventState) -> None:

@@ -98,6 +98,20 @@ def test_knows_head_stops_at_known_runs_or_below_the_floor() -> None:
     assert state.knows_head([*new_runs, run("x", -5, "completed")]), "a run below the floor"
 
 
+def test_a_burst_larger_than_the_recent_ids_shrinks_the_grace_and_repeats_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(run_events, "MAX_RECENT", 10)
+    state = baseline(head(run("a", 0, "completed")), WF, ("completed",))
+    burst = [run(f"b{i:02d}", 1 + i / 600, "completed") for i in range(30)]  # 30 runs in 3 s
+    assert len(advance(state, head(*burst))) == 30
+    assert len(state.recent) == 10
+    assert state.floor > state.mark - GRACE_S  # type: ignore[operator]
+    assert advance(state, head(*burst)) == [], "the runs no longer remembered are below the floor"
+    stored = json.loads(json.dumps(state.to_json()))
+    assert RunEventState.from_json(stored, WF, ("completed",)) == state
+
+
 def test_runs_gone_from_the_server_stop_being_tracked() -> None:
     state = baseline(head(run("a", 0)), WF, ("completed",))
     assert advance(state, Observation(gone=frozenset({"a"}))) == []
@@ -130,8 +144,16 @@ def test_state_round_trips_through_json_and_refuses_another_watchers() -> None:
     assert RunEventState.from_json(stored, WF, ("completed", "failed")) == state
     assert RunEventState.from_json(stored, "other-wf", ("completed", "failed")) is None
     assert RunEventState.from_json(stored, WF, ("completed",)) is None
-    for broken in (None, "x", {**stored, "version": 99}, {**stored, "in_flight": {"a": "soon"}},
-                   {**stored, "mark": True}, {**stored, "recent": []}):  # fmt: skip
+    broken_states = [
+        None,
+        "x",
+        {**stored, "version": 99},
+        {**stored, "in_flight": {"a": "soon"}},
+        {**stored, "mark": True},
+        {**stored, "cutoff": "x"},
+        {**stored, "recent": []},
+    ]
+    for broken in broken_states:
         assert RunEventState.from_json(broken, WF, ("completed", "failed")) is None
     assert RunEventState(WF, ("completed",)).floor == -math.inf
 
