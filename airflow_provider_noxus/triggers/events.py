@@ -6,9 +6,10 @@ the run (the Noxus app, Noxus's own triggers, another system, Airflow).
 
 Reading Noxus (:class:`RunFeed`): each poll reads the workflow's run list, newest first, only down to the
 runs already known (the new head; bounded by :data:`MAX_PAGES_PER_POLL`), plus the runs still in flight
-that the head does not hold, one by one. Watchers of one workflow, connection and poll interval in one
-triggerer share the poll. Requests go through the hook's async client (total deadlines, backoff,
-``Retry-After``, redirects kept to the origin, the key sent nowhere else). Airflow 3.3's shared
+that the head does not hold, one by one. Watchers of one workflow and connection in one triggerer share
+the poll, which comes once per their shortest poll interval. Requests go through the hook's async
+client (total deadlines, backoff, ``Retry-After``, redirects kept to the origin, the key sent nowhere
+else). Airflow 3.3's shared
 streams are not used: their poll sees only the trigger's kwargs, and each watcher here needs the poll
 to cover its own watermark and runs in flight, which come from its asset's state store.
 
@@ -81,22 +82,21 @@ REFUSED_RETRY_S = 300.0
 @dataclass(eq=False)
 class _Ask:
     state: RunEventState | None
+    interval: float
     answer: asyncio.Future[Observation] = field(repr=False)
 
 
 class RunFeed:
-    """One poll of a workflow's runs, shared by the watchers of one (event loop, connection, workflow,
-    poll interval). Made by :meth:`RunFeeds.join`; :meth:`observe` is a watcher's read.
+    """One poll of a workflow's runs, shared by the watchers of one (event loop, connection, workflow).
+    Made by :meth:`RunFeeds.join`; :meth:`observe` is a watcher's read.
 
     :param settings: the connection.
     :param workflow_id: the workflow.
-    :param interval: seconds from the start of one poll to the start of the next.
     """
 
-    def __init__(self, settings: NoxusConnectionSettings, workflow_id: str, interval: float) -> None:
+    def __init__(self, settings: NoxusConnectionSettings, workflow_id: str) -> None:
         self.settings = settings
         self.workflow_id = workflow_id
-        self.interval = interval
         #: Counts, for benchmarks and tests.
         self.polls = 0
         self.pages_read = 0
@@ -105,11 +105,12 @@ class RunFeed:
         self._asked = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    async def observe(self, state: RunEventState | None) -> Observation:
+    async def observe(self, state: RunEventState | None, interval: float) -> Observation:
         """The next poll's reading for a watcher at ``state`` (None: starting, the whole list): the head
         of the list down to the runs it knows, and its runs in flight that the head does not hold.
-        Raises a :class:`NoxusError` that waiting will not heal."""
-        ask = _Ask(state, asyncio.get_running_loop().create_future())
+        Polls come once per the shortest ``interval`` of the watchers waiting. Raises a
+        :class:`NoxusError` that waiting will not heal."""
+        ask = _Ask(state, interval, asyncio.get_running_loop().create_future())
         self._asks.append(ask)
         self._asked.set()
         try:
@@ -132,25 +133,18 @@ class RunFeed:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         async with open_async_client(self.settings) as client:
-            due = loop.time() + GATHER_S
+            last_start: float | None = None
             while True:
-                while not self._asks:
-                    self._asked.clear()
-                    await self._asked.wait()
-                await asyncio.sleep(max(0.0, due - loop.time()))
-                due = loop.time() + self.interval
-                asks = [ask for ask in self._asks if not ask.answer.done()]
-                if not asks:
-                    continue
+                asks = await self._until_due(last_start)
+                last_start = loop.time()
                 try:
                     observation = await self._poll(client, asks)
                 except NoxusError as error:
                     if is_transient(error):
                         log.warning(
-                            "Polling the runs of Noxus workflow %s failed (%s); trying again in %.0f s.",
+                            "Polling the runs of Noxus workflow %s failed (%s); trying again next poll.",
                             self.workflow_id,
                             error,
-                            self.interval,
                         )
                         continue
                     self._answer(asks, error)
@@ -161,6 +155,31 @@ class RunFeed:
                     self._answer(asks, observation)
                 finally:
                     self.polls += 1
+
+    async def _until_due(self, last_start: float | None) -> list[_Ask]:
+        """Wait for the next poll: the shortest poll interval of the waiting watchers after the last
+        one started (the first one shortly after the first watcher asks); the asks it answers."""
+        loop = asyncio.get_running_loop()
+        first_due: float | None = None
+        while True:
+            self._asked.clear()
+            asks = [ask for ask in self._asks if not ask.answer.done()]
+            timer = None
+            if asks:
+                if last_start is None:
+                    first_due = first_due or loop.time() + GATHER_S
+                    due = first_due
+                else:
+                    due = last_start + min(ask.interval for ask in asks)
+                if due <= loop.time():
+                    return asks
+                # A timer, not wait_for: wait_for would make a task per poll.
+                timer = loop.call_at(due, self._asked.set)
+            try:
+                await self._asked.wait()
+            finally:
+                if timer is not None:
+                    timer.cancel()
 
     @staticmethod
     def _answer(asks: Sequence[_Ask], answer: Observation | BaseException) -> None:
@@ -239,25 +258,25 @@ class RunFeed:
         return list(head.values())
 
 
-def _started_feed(key: tuple[NoxusConnectionSettings, str, float]) -> RunFeed:
+def _started_feed(key: tuple[NoxusConnectionSettings, str]) -> RunFeed:
     feed = RunFeed(*key)
     feed.start()
     return feed
 
 
 class RunFeeds:
-    """The run feeds of this process, one per (event loop, connection, workflow, poll interval)."""
+    """The run feeds of this process, one per (event loop, connection, workflow)."""
 
-    _feeds: LoopShared[tuple[NoxusConnectionSettings, str, float], RunFeed] = LoopShared(
+    _feeds: LoopShared[tuple[NoxusConnectionSettings, str], RunFeed] = LoopShared(
         _started_feed, RunFeed.close
     )
 
     @classmethod
     def join(
-        cls, settings: NoxusConnectionSettings, workflow_id: str, interval: float
+        cls, settings: NoxusConnectionSettings, workflow_id: str
     ) -> contextlib.AbstractAsyncContextManager[RunFeed]:
         """The feed of ``workflow_id``, made by its first watcher and ended by its last."""
-        return cls._feeds.use((settings, workflow_id, interval))
+        return cls._feeds.use((settings, workflow_id))
 
     @classmethod
     def active(cls) -> list[RunFeed]:
@@ -365,11 +384,11 @@ class NoxusRunEventTrigger(BaseEventTrigger):  # type: ignore[misc,valid-type]
         stored = None if state is None else state.to_json()
         async with (
             NoxusHook(self.noxus_conn_id).async_client() as client,
-            RunFeeds.join(client.settings, self.workflow_id, self.poll_interval) as feed,
+            RunFeeds.join(client.settings, self.workflow_id) as feed,
         ):
             while True:
                 try:
-                    observation = await feed.observe(state)
+                    observation = await feed.observe(state, self.poll_interval)
                 except NoxusError as error:
                     self.log.error(
                         "Watching the runs of Noxus workflow %s failed: %s. Trying again in %.0f s.",

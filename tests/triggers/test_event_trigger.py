@@ -205,12 +205,12 @@ async def test_without_a_state_store_a_restart_starts_afresh_and_repeats_nothing
     assert second.run_ids() == [later]
 
 
-async def test_watchers_of_one_workflow_share_one_poll(emu: Any) -> None:
+async def test_watchers_of_one_workflow_share_one_poll_at_their_shortest_interval(emu: Any) -> None:
     workflow_id = emu.control.workflow_id("slow")
     async with (
         watching(workflow_id) as one,
         watching(workflow_id) as two,
-        watching(workflow_id, statuses=("completed", "failed")) as three,
+        watching(workflow_id, statuses=("completed", "failed"), poll_interval=60) as three,
     ):
         await until_polled(1)
         assert len(RunFeeds.active()) == 1
@@ -222,6 +222,7 @@ async def test_watchers_of_one_workflow_share_one_poll(emu: Any) -> None:
         await until_polled(5)
         assert requests(emu, "list_runs") - before <= feed.polls - polls, "one list page per shared poll"
         assert [w.run_ids() for w in (one, two, three)] == [[run]] * 3
+        assert feed.polls - polls >= 5, "the 60 s watcher did not slow the shared poll down"
     assert_nothing_left()
 
 
