@@ -8,8 +8,10 @@ from a synthetic history, and counts requests per poll. New runs are created bet
 trigger runs in this process as the triggerer would run it; every event is checked (each run once,
 none from history, none missing).
 
-``python benchmarks/event_watch.py [--history 10000] [--polls 40] [--poll-interval 0.5]``; the result
-goes to ``benchmarks/results/event_watch.json`` and a line per figure to stdout.
+``python benchmarks/event_watch.py [--history 10000] [--polls 40] [--poll-interval 0.5] [--fan-out 500]``;
+``--fan-out`` adds runs made just before the watcher starts and ending ``--fan-out-seconds`` later (in
+flight below the new runs). The result goes to ``benchmarks/results/event_watch[-fan-out].json`` and a
+line per figure to stdout.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def iso(moment: float) -> str:
 class BusyWorkflow:
     """The runs of one workflow, oldest first, with when each ends (None: never during the benchmark)."""
 
-    def __init__(self, history: int, deep_in_flight: int, seed: int) -> None:
+    def __init__(self, history: int, deep_in_flight: int, seed: int, fan_out: int, fan_out_s: float) -> None:
         chooser = random.Random(seed)
         now = time.time()
         self.runs: list[dict[str, Any]] = []
@@ -59,6 +61,10 @@ class BusyWorkflow:
             created = now - 10 * 86_400 + index * (10 * 86_400 - 60) / history
             self.add(f"h{index:05d}", created, None if index in deep else created + 30)
         self.deep = [f"h{index:05d}" for index in sorted(deep)]
+        # A fan-out made elsewhere just before the watcher starts: in flight, pushed down by newer runs.
+        self.fan_out = [f"f{index:05d}" for index in range(fan_out)]
+        for run_id in self.fan_out:
+            self.add(run_id, now - 1, now + fan_out_s)
 
     def add(self, run_id: str, created: float, ends: float | None) -> None:
         self.runs.append({"id": run_id, "workflow_id": WORKFLOW, "created_at": iso(created)})
@@ -98,7 +104,7 @@ class BusyWorkflow:
 
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
-    workflow = BusyWorkflow(args.history, args.deep_in_flight, args.seed)
+    workflow = BusyWorkflow(args.history, args.deep_in_flight, args.seed, args.fan_out, args.fan_out_seconds)
     runner = web.AppRunner(workflow.app(), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -107,7 +113,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     os.environ["AIRFLOW_CONN_NOXUS_DEFAULT"] = json.dumps(
         {"conn_type": "noxus", "host": f"http://127.0.0.1:{port}", "password": KEY}
     )
-    from airflow_provider_noxus.triggers.events import NoxusRunEventTrigger, RunFeeds
+    from airflow_provider_noxus.triggers.events import NoxusRunEventTrigger
+    from airflow_provider_noxus.triggers.run_feed import RunFeeds
 
     trigger = NoxusRunEventTrigger(WORKFLOW, poll_interval=args.poll_interval)
     events: list[str] = []
@@ -142,7 +149,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 {k: workflow.requests[k] - before.get(k, 0) for k in ("list_runs", "get_run_status")}
             )
         cpu = time.process_time() - cpu_start
-        expected = {*made, *deep_ended}
+        expected = {*made, *deep_ended, *workflow.fan_out}
         with contextlib.suppress(TimeoutError):
             await until(lambda: expected <= set(events), args.run_seconds + 20 * args.poll_interval, "events")
         await asyncio.sleep(3 * args.poll_interval)  # anything repeated shows now
@@ -157,6 +164,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "new_runs": len(made),
         "deep_runs_in_flight": args.deep_in_flight,
         "deep_runs_ended": len(deep_ended),
+        "fan_out_runs_in_flight": args.fan_out,
         "polls": len(per_poll),
         "poll_interval_s": args.poll_interval,
         "first_poll_requests": first,
@@ -191,6 +199,8 @@ def main() -> int:
     parser.add_argument("--poll-interval", type=float, default=0.5)
     parser.add_argument("--run-seconds", type=float, default=1.0)
     parser.add_argument("--deep-in-flight", type=int, default=5)
+    parser.add_argument("--fan-out", type=int, default=0, help="runs in flight at the start, ending later")
+    parser.add_argument("--fan-out-seconds", type=float, default=10.0)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--no-save", action="store_true")
     args = parser.parse_args()
@@ -198,7 +208,8 @@ def main() -> int:
     for name, value in result.items():
         print(f"{name}: {value}")
     if not args.no_save:
-        RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+        path = RESULTS.with_name("event_watch-fan-out.json") if args.fan_out else RESULTS
+        path.write_text(json.dumps(result, indent=2) + "\n")
     return 0 if not (result["repeated"] or result["missing"] or result["unexpected"]) else 1
 
 

@@ -4,14 +4,9 @@ An event trigger (Airflow 3 ``BaseEventTrigger``) for an ``AssetWatcher``: it yi
 a workflow that ends with one of the watched statuses after the watcher first started, whoever made
 the run (the Noxus app, Noxus's own triggers, another system, Airflow).
 
-Reading Noxus (:class:`RunFeed`): each poll reads the workflow's run list, newest first, only down to the
-runs already known (the new head; bounded by :data:`MAX_PAGES_PER_POLL`), plus the runs still in flight
-that the head does not hold, one by one. Watchers of one workflow and connection in one triggerer share
-the poll, which comes once per their shortest poll interval. Requests go through the hook's async
-client (total deadlines, backoff, ``Retry-After``, redirects kept to the origin, the key sent nowhere
-else). Airflow 3.3's shared
-streams are not used: their poll sees only the trigger's kwargs, and each watcher here needs the poll
-to cover its own watermark and runs in flight, which come from its asset's state store.
+Reading Noxus: one poll per workflow and connection, shared by the triggerer's watchers
+(:mod:`airflow_provider_noxus.triggers.run_feed`), reads only the new head of the run list and the runs
+still in flight.
 
 What is kept where (:mod:`airflow_provider_noxus.run_events` says what is tracked):
 
@@ -28,11 +23,9 @@ What is kept where (:mod:`airflow_provider_noxus.run_events` says what is tracke
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_provider_noxus._compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_VERSION, BaseEventTrigger, TriggerEvent
@@ -44,244 +37,21 @@ if not AIRFLOW_V_3_0_PLUS:
         "or upgrade Airflow."
     )
 
-from airflow_provider_noxus._loop_shared import LoopShared
-from airflow_provider_noxus.connection import NoxusConnectionSettings
-from airflow_provider_noxus.exceptions import NoxusError, NoxusNotFoundError
-from airflow_provider_noxus.hooks.noxus import NoxusAsyncClient, NoxusHook, open_async_client
-from airflow_provider_noxus.run_events import (
-    ENDED,
-    Observation,
-    RunEventState,
-    advance,
-    baseline,
-    event_payload,
-)
-from airflow_provider_noxus.run_list import parse_run_page
-from airflow_provider_noxus.wait import is_transient
+from airflow_provider_noxus.exceptions import NoxusError
+from airflow_provider_noxus.hooks.noxus import NoxusHook
+from airflow_provider_noxus.run_events import ENDED, RunEventState, advance, baseline, event_payload
+from airflow_provider_noxus.triggers.run_feed import RunFeeds
 
 log = logging.getLogger(__name__)
 
 #: Key of the watcher's state in its assets' state store.
 STATE_KEY = "noxus_run_events"
-#: Runs asked for per list page (the API's maximum).
-PAGE_SIZE = 100
-#: List pages one poll reads at most (the first poll of a new watcher reads the whole list, up to this).
-MAX_PAGES_PER_POLL = 200
-#: Runs in flight read one by one at once.
-READS_AT_ONCE = 10
 #: Shortest and longest poll interval (seconds).
 MIN_POLL_INTERVAL = 0.1
 MAX_POLL_INTERVAL = 86_400.0
-#: How long the first poll waits for sibling watchers to join.
-GATHER_S = 0.05
 #: Wait after an error that will not heal by itself (a refused key, an unknown workflow) before trying
 #: again: a watcher has no task to fail, and the triggerer would restart it at once.
 REFUSED_RETRY_S = 300.0
-
-
-@dataclass(eq=False)
-class _Ask:
-    state: RunEventState | None
-    interval: float
-    answer: asyncio.Future[Observation] = field(repr=False)
-
-
-class RunFeed:
-    """One poll of a workflow's runs, shared by the watchers of one (event loop, connection, workflow).
-    Made by :meth:`RunFeeds.join`; :meth:`observe` is a watcher's read.
-
-    :param settings: the connection.
-    :param workflow_id: the workflow.
-    """
-
-    def __init__(self, settings: NoxusConnectionSettings, workflow_id: str) -> None:
-        self.settings = settings
-        self.workflow_id = workflow_id
-        #: Counts, for benchmarks and tests.
-        self.polls = 0
-        self.pages_read = 0
-        self.runs_read = 0
-        self._asks: list[_Ask] = []
-        self._asked = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    async def observe(self, state: RunEventState | None, interval: float) -> Observation:
-        """The next poll's reading for a watcher at ``state`` (None: starting, the whole list): the head
-        of the list down to the runs it knows, and its runs in flight that the head does not hold.
-        Polls come once per the shortest ``interval`` of the watchers waiting. Raises a
-        :class:`NoxusError` that waiting will not heal."""
-        ask = _Ask(state, interval, asyncio.get_running_loop().create_future())
-        self._asks.append(ask)
-        self._asked.set()
-        try:
-            return await ask.answer
-        finally:
-            with contextlib.suppress(ValueError):
-                self._asks.remove(ask)
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(
-            self._run(), name=f"noxus-run-feed-{self.workflow_id}"
-        )
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        async with open_async_client(self.settings) as client:
-            last_start: float | None = None
-            while True:
-                asks = await self._until_due(last_start)
-                last_start = loop.time()
-                try:
-                    observation = await self._poll(client, asks)
-                except NoxusError as error:
-                    if is_transient(error):
-                        log.warning(
-                            "Polling the runs of Noxus workflow %s failed (%s); trying again next poll.",
-                            self.workflow_id,
-                            error,
-                        )
-                        continue
-                    self._answer(asks, error)
-                except Exception as error:  # a bug here must not leave the watchers waiting forever
-                    log.exception("Polling the runs of Noxus workflow %s failed", self.workflow_id)
-                    self._answer(asks, NoxusError(f"The Noxus run feed failed: {error!r}"))
-                else:
-                    self._answer(asks, observation)
-                finally:
-                    self.polls += 1
-
-    async def _until_due(self, last_start: float | None) -> list[_Ask]:
-        """Wait for the next poll: the shortest poll interval of the waiting watchers after the last
-        one started (the first one shortly after the first watcher asks); the asks it answers."""
-        loop = asyncio.get_running_loop()
-        first_due: float | None = None
-        while True:
-            self._asked.clear()
-            asks = [ask for ask in self._asks if not ask.answer.done()]
-            timer = None
-            if asks:
-                if last_start is None:
-                    first_due = first_due or loop.time() + GATHER_S
-                    due = first_due
-                else:
-                    due = last_start + min(ask.interval for ask in asks)
-                if due <= loop.time():
-                    return asks
-                # A timer, not wait_for: wait_for would make a task per poll.
-                timer = loop.call_at(due, self._asked.set)
-            try:
-                await self._asked.wait()
-            finally:
-                if timer is not None:
-                    timer.cancel()
-
-    @staticmethod
-    def _answer(asks: Sequence[_Ask], answer: Observation | BaseException) -> None:
-        for ask in asks:
-            if ask.answer.done():
-                continue
-            if isinstance(answer, BaseException):
-                ask.answer.set_exception(answer)
-            else:
-                ask.answer.set_result(answer)
-
-    async def _poll(self, client: NoxusAsyncClient, asks: Sequence[_Ask]) -> Observation:
-        head = await self._read_head(client, [ask.state for ask in asks])
-        listed = {str(run["id"]) for run in head}
-        in_flight = (run_id for ask in asks if ask.state is not None for run_id in ask.state.in_flight)
-        wanted = sorted(set(in_flight) - listed)
-        reads: dict[str, Mapping[str, Any]] = {}
-        gone: set[str] = set()
-        at_once = asyncio.Semaphore(READS_AT_ONCE)
-
-        async def read(run_id: str) -> None:
-            async with at_once:
-                try:
-                    run = await client.a_get_run_status(run_id)
-                except NoxusNotFoundError:
-                    gone.add(run_id)
-                    return
-                except NoxusError as error:
-                    if not is_transient(error):
-                        raise
-                    log.warning(
-                        "Reading Noxus run %s failed (%s); it is read again next poll.", run_id, error
-                    )
-                    return
-                finally:
-                    self.runs_read += 1
-                if (
-                    not isinstance(run, Mapping)
-                    or run.get("id") != run_id
-                    or run.get("workflow_id")
-                    not in (
-                        None,
-                        self.workflow_id,
-                    )
-                ):
-                    log.warning("Noxus answered run %s with another object; it is ignored.", run_id)
-                    return
-                reads[run_id] = run
-
-        await asyncio.gather(*(read(run_id) for run_id in wanted))
-        return Observation(head=tuple(head), reads=reads, gone=frozenset(gone))
-
-    async def _read_head(
-        self, client: NoxusAsyncClient, states: Sequence[RunEventState | None]
-    ) -> list[Mapping[str, Any]]:
-        """The list from page 1 until it reaches the runs every watcher knows (:meth:`RunEventState.
-        knows_head`), the list ends or the page budget is spent; each run once (new runs push the list
-        down between pages: a run may show twice)."""
-        head: dict[str, Mapping[str, Any]] = {}
-        for page in range(1, MAX_PAGES_PER_POLL + 1):
-            envelope = await client.a_list_runs(self.workflow_id, page=page, size=PAGE_SIZE)
-            self.pages_read += 1
-            listed = parse_run_page(envelope, workflow_id=self.workflow_id, page=page, size=PAGE_SIZE)
-            for run in listed.items:
-                head.setdefault(str(run["id"]), run)
-            runs = list(head.values())
-            if listed.last or all(state is not None and state.knows_head(runs) for state in states):
-                break
-        else:
-            log.warning(
-                "Noxus workflow %s: %d pages read in one poll without reaching the runs already known; "
-                "runs listed deeper are not watched.",
-                self.workflow_id,
-                MAX_PAGES_PER_POLL,
-            )
-        return list(head.values())
-
-
-def _started_feed(key: tuple[NoxusConnectionSettings, str]) -> RunFeed:
-    feed = RunFeed(*key)
-    feed.start()
-    return feed
-
-
-class RunFeeds:
-    """The run feeds of this process, one per (event loop, connection, workflow)."""
-
-    _feeds: LoopShared[tuple[NoxusConnectionSettings, str], RunFeed] = LoopShared(
-        _started_feed, RunFeed.close
-    )
-
-    @classmethod
-    def join(
-        cls, settings: NoxusConnectionSettings, workflow_id: str
-    ) -> contextlib.AbstractAsyncContextManager[RunFeed]:
-        """The feed of ``workflow_id``, made by its first watcher and ended by its last."""
-        return cls._feeds.use((settings, workflow_id))
-
-    @classmethod
-    def active(cls) -> list[RunFeed]:
-        """The feeds of the running event loop."""
-        return list(cls._feeds.values().values())
 
 
 class WatcherStateStore:
@@ -431,4 +201,4 @@ class NoxusRunEventTrigger(BaseEventTrigger):  # type: ignore[misc,valid-type]
             )
 
 
-__all__ = ["STATE_KEY", "NoxusRunEventTrigger", "RunFeed", "RunFeeds", "WatcherStateStore"]
+__all__ = ["STATE_KEY", "NoxusRunEventTrigger", "WatcherStateStore"]

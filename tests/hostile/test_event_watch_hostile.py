@@ -22,8 +22,9 @@ if not AIRFLOW_V_3_0_PLUS:
 
 from support.hostile_server import Conn, Request
 
-from airflow_provider_noxus.triggers import events as events_module
-from airflow_provider_noxus.triggers.events import NoxusRunEventTrigger, RunFeeds
+from airflow_provider_noxus.triggers import run_feed
+from airflow_provider_noxus.triggers.events import NoxusRunEventTrigger
+from airflow_provider_noxus.triggers.run_feed import RunFeeds
 
 KEY = "nxk-hostile-events-Secret-9Zq"
 WF = "wf-hostile"
@@ -79,7 +80,7 @@ async def test_a_redirect_to_another_origin_never_gets_the_key(
 async def test_a_list_that_never_ends_is_read_a_bounded_number_of_pages_and_garbage_is_ignored(
     serve: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(events_module, "MAX_PAGES_PER_POLL", 4)
+    monkeypatch.setattr(run_feed, "MAX_PAGES_PER_POLL", 4)
     created = stamp(-3600)
     genuine: list[dict[str, Any]] = [a_run("old", "completed", created)]
     lock = threading.Lock()

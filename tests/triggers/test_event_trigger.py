@@ -23,7 +23,8 @@ if not AIRFLOW_V_3_0_PLUS:
 from airflow_provider_noxus.emulator import EmulatorServer
 from airflow_provider_noxus.hooks._transport import SHARED_SESSIONS
 from airflow_provider_noxus.hooks.noxus import NoxusHook
-from airflow_provider_noxus.triggers.events import STATE_KEY, NoxusRunEventTrigger, RunFeeds
+from airflow_provider_noxus.triggers.events import STATE_KEY, NoxusRunEventTrigger
+from airflow_provider_noxus.triggers.run_feed import RunFeeds
 
 POLL = 0.3
 
@@ -244,6 +245,21 @@ async def test_a_long_history_is_read_once_then_only_the_new_head(emu: Any) -> N
         assert sorted(watcher.run_ids()) == sorted([old_in_flight, *new])
         # The old run was in flight deep in the list: it was read by itself, not by paging down to it.
         assert requests(emu, "get_run_status") >= 1
+
+
+async def test_a_fan_out_in_flight_below_newer_runs_is_read_by_pages_not_run_by_run(emu: Any) -> None:
+    workflow_id = emu.control.workflow_id("slow")
+    fan_out = [create(emu, 8.0) for _ in range(250)]  # made elsewhere, in flight when the watcher starts
+    async with watching(workflow_id) as watcher:
+        await until_polled(1)
+        newer = [create(emu, 0) for _ in range(150)]  # push the fan-out down to pages 2-4
+        await watcher.until(400, timeout=60)
+        assert sorted(watcher.run_ids()) == sorted([*fan_out, *newer])
+        polls = RunFeeds.active()[0].polls
+    reads = requests(emu, "get_run_status")
+    # Run by run, each poll would read up to 250 runs; pages below the head cover them in a few requests.
+    assert reads < 50, (reads, polls)
+    assert requests(emu, "list_runs") <= 4 + polls * 6
 
 
 async def test_transient_failures_and_retry_after_lose_and_repeat_nothing(emu: Any) -> None:
