@@ -114,7 +114,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         {"conn_type": "noxus", "host": f"http://127.0.0.1:{port}", "password": KEY}
     )
     from airflow_provider_noxus.triggers.events import NoxusRunEventTrigger
-    from airflow_provider_noxus.triggers.run_feed import RunFeeds
+    from airflow_provider_noxus.triggers.run_feed import active_feeds
 
     trigger = NoxusRunEventTrigger(WORKFLOW, poll_interval=args.poll_interval)
     events: list[str] = []
@@ -129,8 +129,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     made: list[str] = []
     deep_ended: list[str] = []
     try:
-        await until(lambda: bool(RunFeeds.active()) and RunFeeds.active()[0].polls >= 1, 120, "a first poll")
-        feed = RunFeeds.active()[0]
+        await until(lambda: bool(active_feeds()) and active_feeds()[0].polls >= 1, 120, "a first poll")
+        feed = active_feeds()[0]
         first = dict(workflow.requests)
         workflow.requests.clear()
         cpu_start = time.process_time()

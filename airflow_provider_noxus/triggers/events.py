@@ -40,7 +40,7 @@ if not AIRFLOW_V_3_0_PLUS:
 from airflow_provider_noxus.exceptions import NoxusError
 from airflow_provider_noxus.hooks.noxus import NoxusHook
 from airflow_provider_noxus.run_events import ENDED, RunEventState, advance, baseline, event_payload
-from airflow_provider_noxus.triggers.run_feed import RunFeeds
+from airflow_provider_noxus.triggers.run_feed import RUN_FEEDS
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ class NoxusRunEventTrigger(BaseEventTrigger):  # type: ignore[misc,valid-type]
         stored = None if state is None else state.to_json()
         async with (
             NoxusHook(self.noxus_conn_id).async_client() as client,
-            RunFeeds.join(client.settings, self.workflow_id) as feed,
+            RUN_FEEDS.use((client.settings, self.workflow_id)) as feed,
         ):
             while True:
                 try:

@@ -54,7 +54,7 @@ class _Ask:
 
 class RunFeed:
     """One poll of a workflow's runs, shared by the watchers of one (event loop, connection, workflow).
-    Made by :meth:`RunFeeds.join`; :meth:`observe` is a watcher's read.
+    Made by :data:`RUN_FEEDS`; :meth:`observe` is a watcher's read.
 
     :param settings: the connection.
     :param workflow_id: the workflow.
@@ -268,24 +268,15 @@ def _started_feed(key: tuple[NoxusConnectionSettings, str]) -> RunFeed:
     return feed
 
 
-class RunFeeds:
-    """The run feeds of this process, one per (event loop, connection, workflow)."""
-
-    _feeds: LoopShared[tuple[NoxusConnectionSettings, str], RunFeed] = LoopShared(
-        _started_feed, RunFeed.close
-    )
-
-    @classmethod
-    def join(
-        cls, settings: NoxusConnectionSettings, workflow_id: str
-    ) -> contextlib.AbstractAsyncContextManager[RunFeed]:
-        """The feed of ``workflow_id``, made by its first watcher and ended by its last."""
-        return cls._feeds.use((settings, workflow_id))
-
-    @classmethod
-    def active(cls) -> list[RunFeed]:
-        """The feeds of the running event loop."""
-        return list(cls._feeds.values().values())
+#: The run feeds of this process, one per (event loop, connection, workflow):
+#: ``async with RUN_FEEDS.use((settings, workflow_id)) as feed``, made by its first watcher and ended
+#: by its last.
+RUN_FEEDS: LoopShared[tuple[NoxusConnectionSettings, str], RunFeed] = LoopShared(_started_feed, RunFeed.close)
 
 
-__all__ = ["MAX_PAGES_PER_POLL", "PAGE_SIZE", "RunFeed", "RunFeeds"]
+def active_feeds() -> list[RunFeed]:
+    """The feeds of the running event loop (for tests and benchmarks)."""
+    return list(RUN_FEEDS.values().values())
+
+
+__all__ = ["MAX_PAGES_PER_POLL", "PAGE_SIZE", "RUN_FEEDS", "RunFeed", "active_feeds"]

@@ -24,7 +24,7 @@ from support.hostile_server import Conn, Request
 
 from airflow_provider_noxus.triggers import run_feed
 from airflow_provider_noxus.triggers.events import NoxusRunEventTrigger
-from airflow_provider_noxus.triggers.run_feed import RunFeeds
+from airflow_provider_noxus.triggers.run_feed import active_feeds
 
 KEY = "nxk-hostile-events-Secret-9Zq"
 WF = "wf-hostile"
@@ -59,7 +59,7 @@ async def watch(seconds: float, **kwargs: Any) -> list[dict[str, Any]]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-    assert RunFeeds.active() == []
+    assert active_feeds() == []
     return told
 
 

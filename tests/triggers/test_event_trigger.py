@@ -24,7 +24,7 @@ from airflow_provider_noxus.emulator import EmulatorServer
 from airflow_provider_noxus.hooks._transport import SHARED_SESSIONS
 from airflow_provider_noxus.hooks.noxus import NoxusHook
 from airflow_provider_noxus.triggers.events import STATE_KEY, NoxusRunEventTrigger
-from airflow_provider_noxus.triggers.run_feed import RunFeeds
+from airflow_provider_noxus.triggers.run_feed import active_feeds
 
 POLL = 0.3
 
@@ -118,17 +118,17 @@ def requests(emu: EmulatorServer, endpoint: str) -> int:
 async def until_polled(polls: int, timeout: float = 20) -> None:
     """Until every feed has done ``polls`` more polls (a feed not made yet: ``polls`` in all)."""
     deadline = time.monotonic() + timeout
-    while not RunFeeds.active():
+    while not active_feeds():
         assert time.monotonic() < deadline, "no watcher joined a feed"
         await asyncio.sleep(0.01)
-    start = {id(feed): feed.polls for feed in RunFeeds.active()}
-    while any(feed.polls < start.get(id(feed), 0) + polls for feed in RunFeeds.active()):
+    start = {id(feed): feed.polls for feed in active_feeds()}
+    while any(feed.polls < start.get(id(feed), 0) + polls for feed in active_feeds()):
         assert time.monotonic() < deadline
         await asyncio.sleep(0.05)
 
 
 def assert_nothing_left() -> None:
-    assert RunFeeds.active() == []
+    assert active_feeds() == []
     assert SHARED_SESSIONS.pools() == {}
     assert [task for task in asyncio.all_tasks() if task.get_name().startswith("noxus-run-feed")] == []
 
@@ -214,11 +214,11 @@ async def test_watchers_of_one_workflow_share_one_poll_at_their_shortest_interva
         watching(workflow_id, statuses=("completed", "failed"), poll_interval=60) as three,
     ):
         await until_polled(1)
-        assert len(RunFeeds.active()) == 1
+        assert len(active_feeds()) == 1
         run = create(emu, 0)
         for watcher in (one, two, three):
             await watcher.until(1)
-        before, feed = requests(emu, "list_runs"), RunFeeds.active()[0]
+        before, feed = requests(emu, "list_runs"), active_feeds()[0]
         polls = feed.polls
         await until_polled(5)
         assert requests(emu, "list_runs") - before <= feed.polls - polls, "one list page per shared poll"
@@ -238,9 +238,9 @@ async def test_a_long_history_is_read_once_then_only_the_new_head(emu: Any) -> N
         assert first_poll == 5, "the first poll reads the whole list once, to find the runs in flight"
         new = [create(emu, 0) for _ in range(3)]
         await watcher.until(4, timeout=30)
-        before, polls = requests(emu, "list_runs"), RunFeeds.active()[0].polls
+        before, polls = requests(emu, "list_runs"), active_feeds()[0].polls
         await until_polled(4)
-        per_poll = (requests(emu, "list_runs") - before) / (RunFeeds.active()[0].polls - polls)
+        per_poll = (requests(emu, "list_runs") - before) / (active_feeds()[0].polls - polls)
         assert per_poll == 1, "a poll reads the head only"
         assert sorted(watcher.run_ids()) == sorted([old_in_flight, *new])
         # The old run was in flight deep in the list: it was read by itself, not by paging down to it.
@@ -255,7 +255,7 @@ async def test_a_fan_out_in_flight_below_newer_runs_is_read_by_pages_not_run_by_
         newer = [create(emu, 0) for _ in range(150)]  # push the fan-out down to pages 2-4
         await watcher.until(400, timeout=60)
         assert sorted(watcher.run_ids()) == sorted([*fan_out, *newer])
-        polls = RunFeeds.active()[0].polls
+        polls = active_feeds()[0].polls
     reads = requests(emu, "get_run_status")
     # Run by run, each poll would read up to 250 runs; pages below the head cover them in a few requests.
     assert reads < 50, (reads, polls)
