@@ -23,7 +23,6 @@ What is kept where (:mod:`airflow_provider_noxus.run_events` says what is tracke
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
@@ -41,8 +40,6 @@ from airflow_provider_noxus.exceptions import NoxusError
 from airflow_provider_noxus.hooks.noxus import NoxusHook
 from airflow_provider_noxus.run_events import ENDED, RunEventState, advance, baseline, event_payload
 from airflow_provider_noxus.triggers.run_feed import RUN_FEEDS
-
-log = logging.getLogger(__name__)
 
 #: Key of the watcher's state in its assets' state store.
 STATE_KEY = "noxus_run_events"
