@@ -43,6 +43,11 @@ else:  # Airflow 2.11
     from airflow.utils.context import context_merge  # type: ignore[no-redef,attr-defined]
     from airflow.utils.operator_helpers import determine_kwargs  # type: ignore[no-redef]
 
+if AIRFLOW_V_3_0_PLUS:  # event-driven scheduling (AssetWatcher) exists from Airflow 3.0
+    from airflow.triggers.base import BaseEventTrigger
+else:
+    BaseEventTrigger = None  # type: ignore[assignment,misc]
+
 if TYPE_CHECKING:  # type-checked against Airflow 3; on 2.11 the same names are duck-typed alike
     from airflow.sdk import Connection, Context
 
@@ -118,6 +123,7 @@ __all__ = [
     "AirflowException",
     "AirflowFailException",
     "AirflowNotFoundException",
+    "BaseEventTrigger",
     "BaseHook",
     "BaseOperator",
     "BaseOperatorLink",

@@ -31,6 +31,13 @@ def get_provider_info() -> dict[str, Any]:
         },
         "extra-links": ["airflow_provider_noxus.links.noxus.NoxusRunLink"],
         "task-decorators": [{"name": "noxus", "class-name": f"{PACKAGE}.decorators.noxus.noxus_task"}],
+        "asset-uris": [
+            {
+                "schemes": ["noxus"],
+                "handler": f"{PACKAGE}.assets.sanitize_uri",
+                "to_openlineage_converter": f"{PACKAGE}.assets.convert_asset_to_openlineage",
+            }
+        ],
         "connection-types": [
             {
                 "hook-class-name": "airflow_provider_noxus.hooks.noxus.NoxusHook",

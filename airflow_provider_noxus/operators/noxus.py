@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_noxus import protocol
 from airflow_provider_noxus._compat import AIRFLOW_V_3_3_PLUS, AirflowException, BaseOperator
+from airflow_provider_noxus.assets import tell_outlets_of_run
 from airflow_provider_noxus.exceptions import (
     NoxusConfigurationError,
     NoxusError,
@@ -445,6 +446,7 @@ class NoxusRunOperator(NoxusRunWaitMixin, BaseOperator):
         ledger = self._stored_ledger(context)
         if ledger.record is not None and ledger.record.run_id == run_id:
             ledger.save(ledger.record.as_delivered())
+        tell_outlets_of_run(self, context, run_id)
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """The run and its URL and spot:// file inputs, for OpenLineage (:mod:`..openlineage`)."""
