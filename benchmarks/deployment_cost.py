@@ -53,6 +53,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), os.environ.g
 import deployment_variants as dv  # noqa: E402
 from deployment_measure import WorkerExecutions, cpu_sample, dag_run_row, task_outcomes  # noqa: E402
 from deployment_report import goals, table  # noqa: E402
+from run_all import measured_commit  # noqa: E402
 
 from airflow_provider_noxus import protocol  # noqa: E402
 from airflow_provider_noxus.run_list import run_finished_at  # noqa: E402
@@ -320,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         print(goal.line())
     result = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "commit": measured_commit(),
         "plan": {
             "tasks": args.tasks,
             "run_seconds": args.run_seconds,
