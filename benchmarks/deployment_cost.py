@@ -7,6 +7,7 @@ dag-processor) and the emulator, then runs each variant of benchmarks/deployment
 N tasks on runs of a few seconds:
 
 - an empty mapped ``@task`` (Airflow's own floor per task);
+- the same in a DAG file that imports the provider (what the import adds to every task process);
 - the Noxus operator resuming on a worker (``end_from_trigger=False`` when the build has it);
 - the Noxus operator ending in the triggerer (``end_from_trigger=True``);
 - the sensor started and ended in the triggerer (N unmapped sensors: Airflow 3.3 never starts a

@@ -57,6 +57,12 @@ class Variant:
 VARIANTS = (
     Variant("empty", "bench_empty", "empty @task (Airflow's floor)", noxus=False),
     Variant(
+        "empty_provider",
+        "bench_empty_provider",
+        "empty @task, its DAG file imports the provider",
+        noxus=False,
+    ),
+    Variant(
         "operator_worker",
         "bench_operator_worker",
         "NoxusRunOperator, resumes on a worker",
@@ -137,3 +143,17 @@ def bench_dag(dag_id: str) -> DAG:
         default_args={"retries": 2, "retry_delay": timedelta(seconds=2)},
         tags=["benchmark"],
     )
+
+
+def empty_fan_out(dag_id: str) -> DAG:
+    """N mapped ``@task``s that do nothing: Airflow's own cost of a task."""
+    from airflow.sdk import task
+
+    with bench_dag(dag_id) as dag:
+
+        @task(task_id=MAPPED_TASK_ID)
+        def nothing(item: dict[str, Any]) -> None:
+            """Nothing to do."""
+
+        nothing.expand(item=run_inputs())
+    return dag
