@@ -97,7 +97,7 @@ def provider_classes() -> dict[str, type]:
 
 def accepts(cls: type, argument: str) -> bool:
     """Whether ``cls.__init__`` names ``argument`` itself (not merely through ``**kwargs``)."""
-    return argument in inspect.signature(cls.__init__).parameters
+    return argument in inspect.signature(cls.__init__).parameters  # type: ignore[misc]
 
 
 def available(variant: Variant) -> bool:
