@@ -52,9 +52,16 @@ sys.path[:0] = [str(HERE), str(REPO / "tests")]
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
 
 import deployment_variants as dv  # noqa: E402
-from deployment_measure import WorkerExecutions, cpu_sample, dag_run_row, task_outcomes  # noqa: E402
+from deployment_measure import (  # noqa: E402
+    TaskOutcome,
+    WorkerExecutions,
+    cpu_sample,
+    dag_run_row,
+    task_outcomes,
+)
 from deployment_report import goals, table  # noqa: E402
 from run_all import measured_commit  # noqa: E402
+from trigger_scale import percentile  # noqa: E402
 
 from airflow_provider_noxus import protocol  # noqa: E402
 from airflow_provider_noxus.run_list import run_finished_at  # noqa: E402
@@ -66,14 +73,6 @@ WORKER = "worker-1"
 SETTLE_S, IDLE_S = 10.0, 20.0
 #: Seconds after a DAG run ends before the variant's last CPU sample (the worker's trailing work).
 TAIL_S = 3.0
-
-
-def percentile(values: list[float], fraction: float) -> float | None:
-    """Nearest-rank percentile; None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
 
 
 def create_runs(emulator: Any, workflow_id: str, count: int, seconds: float) -> list[str]:
@@ -99,6 +98,7 @@ class Bench:
     :param emulator: the started emulator.
     :param tasks: N, tasks per variant.
     :param run_seconds: length of each Noxus run.
+    :param slots: the worker's task slots.
     """
 
     def __init__(self, airflow: Any, emulator: Any, tasks: int, run_seconds: float, slots: int) -> None:
@@ -187,7 +187,7 @@ class Bench:
             "to_success_max_s": rounded(max(to_success, default=None)),
         }
 
-    def run_end_to_success(self, outcomes: list[Any]) -> list[float]:
+    def run_end_to_success(self, outcomes: list[TaskOutcome]) -> list[float]:
         """Seconds from each Noxus run's end to its task's success."""
         seconds = []
         for outcome in outcomes:
