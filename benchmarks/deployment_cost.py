@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -278,6 +279,11 @@ def run_benchmark(
     }
 
 
+def exit_on_sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM (``timeout``, a CI cancel) leaves like Ctrl-C: the deployment and the emulator stop."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -301,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(names) - set(dv.VARIANTS_BY_NAME))
     if unknown:
         parser.error(f"unknown variants {unknown}; choose among {sorted(dv.VARIANTS_BY_NAME)}")
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     load_before = os.getloadavg()
     print(
         f"=== deployment cost: {args.tasks} tasks per variant, runs of {args.run_seconds:g} s, "
