@@ -145,7 +145,7 @@ class Bench:
         """Run one variant to its end; its measurements (see the module docstring)."""
         airflow, tasks = self.airflow, self.tasks
         conf: dict[str, Any] = {}
-        if variant.name == "sensor_triggerer":
+        if variant.runs_from_driver:
             conf["runs"] = create_runs(self.emulator, self.workflow_id, tasks, self.run_seconds)
         log_offset = airflow.log_path(WORKER).stat().st_size
         before, started = cpu_sample(self.roots), time.monotonic()
@@ -157,9 +157,8 @@ class Bench:
             log.seek(log_offset)
             worker = WorkerExecutions.from_log(log.read().decode(errors="replace"))
 
-        xcom_key = {"operator_worker": "run_id", "operator_triggerer": "run_id", "hook_wait": "return_value"}
-        outcomes = task_outcomes(airflow, variant.dag_id, run_id, xcom_key.get(variant.name))
-        if variant.name == "sensor_triggerer":
+        outcomes = task_outcomes(airflow, variant.dag_id, run_id, variant.run_xcom_key)
+        if variant.runs_from_driver:
             prefix = dv.SENSOR_TASK_PREFIX
             outcomes = [
                 replace(outcome, noxus_run=conf["runs"][int(outcome.key.removeprefix(prefix))])
@@ -308,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown variants {unknown}; choose among {sorted(dv.VARIANTS_BY_NAME)}")
     signal.signal(signal.SIGTERM, exit_on_sigterm)
-    load_before = os.getloadavg()
+    load_before, commit = os.getloadavg(), measured_commit()
     print(
         f"=== deployment cost: {args.tasks} tasks per variant, runs of {args.run_seconds:g} s, "
         f"one worker with {args.slots} slots ===\nNOTE: the sensor variant is {args.tasks} unmapped "
@@ -329,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         print(goal.line())
     result = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "commit": measured_commit(),
+        "commit": commit,
         "plan": {
             "tasks": args.tasks,
             "run_seconds": args.run_seconds,

@@ -43,46 +43,54 @@ class Variant:
     :param name: short name (table, JSON).
     :param dag_id: its DAG in the DAG file.
     :param label: what it is, for the table.
-    :param noxus: whether each task waits on a Noxus run (so has a run end to measure from).
+    :param run_xcom_key: the XCom key under which each task pushes its Noxus run's id; None when the
+        task has no run or the driver creates the runs.
+    :param runs_from_driver: the driver creates the N runs and passes their ids in the conf (``runs``).
     :param needs: ``(class name, argument)`` the installed provider must accept, or None.
     """
 
     name: str
     dag_id: str
     label: str
-    noxus: bool
+    run_xcom_key: str | None = None
+    runs_from_driver: bool = False
     needs: tuple[str, str] | None = None
+
+    @property
+    def noxus(self) -> bool:
+        """Whether each task waits on a Noxus run (so has a run end to measure from)."""
+        return self.run_xcom_key is not None or self.runs_from_driver
 
 
 VARIANTS = (
-    Variant("empty", "bench_empty", "empty @task (Airflow's floor)", noxus=False),
-    Variant(
-        "empty_provider",
-        "bench_empty_provider",
-        "empty @task, its DAG file imports the provider",
-        noxus=False,
-    ),
+    Variant("empty", "bench_empty", "empty @task (Airflow's floor)"),
+    Variant("empty_provider", "bench_empty_provider", "empty @task, its DAG file imports the provider"),
     Variant(
         "operator_worker",
         "bench_operator_worker",
         "NoxusRunOperator, resumes on a worker",
-        noxus=True,
+        run_xcom_key="run_id",
     ),
     Variant(
         "operator_triggerer",
         "bench_operator_triggerer",
         "NoxusRunOperator, ends in the triggerer",
-        noxus=True,
+        run_xcom_key="run_id",
         needs=("NoxusRunOperator", "end_from_trigger"),
     ),
     Variant(
         "sensor_triggerer",
         "bench_sensor_triggerer",
         "NoxusRunSensor, starts and ends in the triggerer (N unmapped tasks)",
-        noxus=True,
+        runs_from_driver=True,
         needs=("NoxusRunSensor", "start_from_trigger"),
     ),
-    Variant("hook_wait", "bench_hook_wait", "@task waiting with the hook (holds a slot)", noxus=True),
+    Variant(
+        "hook_wait",
+        "bench_hook_wait",
+        "@task waiting with the hook (holds a slot)",
+        run_xcom_key="return_value",
+    ),
 )
 VARIANTS_BY_NAME = {variant.name: variant for variant in VARIANTS}
 
