@@ -48,6 +48,9 @@ REPO = HERE.parent
 DAGS = HERE / "deployment_dags"
 RESULTS = HERE / "results"
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="noxus-bench-deploy-airflow-"))
+# As in the deployment: Airflow's example plugins register a listener, and with a listener Airflow
+# refuses any task with end_from_trigger=True (the sensor started from the triggerer) at parse time.
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 sys.path[:0] = [str(HERE), str(REPO / "tests")]
 # The DAG file imports deployment_variants: every component finds it on its path.
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
