@@ -20,13 +20,13 @@ test:
 lint:
 	V=$$(bash scripts/venv.sh 3.3.2) && $$V/bin/ruff check airflow_provider_noxus tests dags_examples benchmarks scripts && $$V/bin/mypy
 
-# The full benchmarks (about 30 minutes), bench-deployment included; results in benchmarks/results/.
+# The full benchmarks (about 45 minutes), bench-deployment included; results in benchmarks/results/.
 bench:
 	bash scripts/system-deps.sh distributed && V=$$(bash scripts/venv.sh 3.3.2) && \
 		$$V/bin/python benchmarks/run_all.py
 
 # What a Noxus task costs the whole deployment (PostgreSQL, Redis, Celery), side by side with an empty
-# @task: N=200 per variant, about 15 minutes. Alone: add ARGS="--tasks 20" for a quick look.
+# @task: N=200 per variant (24 minutes on a loaded 2-core machine). ARGS="--tasks 20" for a quick look.
 bench-deployment:
 	bash scripts/system-deps.sh distributed && V=$$(bash scripts/venv.sh 3.3.2) && \
 		$$V/bin/python benchmarks/deployment_cost.py $(ARGS)

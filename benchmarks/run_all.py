@@ -8,8 +8,8 @@ itself in the benchmark virtualenv (``scripts/venv.sh 3.3.2 bench``). Results:
 ``benchmarks/results/latest.json`` (one object per configuration and N), ``latest-meta.json``
 (machine, plan, goals, emulator numbers), ``latest.md`` (the table and goals in Markdown) and
 ``triggers.png``. Then the deployment benchmark (``benchmarks/deployment_cost.py``: N = 200 tasks of
-each variant on PostgreSQL, Redis and Celery with one 4-slot worker, about 15 minutes more; results in
-``deployment-latest.json``).
+each variant on PostgreSQL, Redis and Celery with one 4-slot worker, 24 minutes more on a loaded
+machine; results in ``deployment-latest.json``).
 
 ``python benchmarks/run_all.py --quick``: the same harness at N = 100 with runs of 1-3 s (under a
 minute), for CI, and the deployment benchmark's dry check (its DAG files parse; no deployment).
