@@ -10,6 +10,7 @@ ended between two samples is counted once, in its parent. A process re-parented 
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -91,10 +92,18 @@ def task_outcomes(airflow: Any, dag_id: str, run_id: str, run_xcom_key: str | No
             state=str(row["state"]),
             try_number=int(row["try_number"] or 0),
             end=row["end_date"],
-            noxus_run=None if row["noxus_run"] is None else str(row["noxus_run"]),
+            noxus_run=xcom_text(row["noxus_run"]),
         )
         for row in rows
     ]
+
+
+def xcom_text(value: Any) -> str | None:
+    """A string XCom as read from the ``xcom.value`` JSON column. A value the triggerer pushed (a task
+    it ended, Airflow 3.3.2) is stored JSON-encoded once more than one a worker pushed: decode it."""
+    if isinstance(value, str) and value.startswith('"'):
+        value = json.loads(value)
+    return None if value is None else str(value)
 
 
 def dag_run_row(airflow: Any, dag_id: str, run_id: str) -> dict[str, Any]:

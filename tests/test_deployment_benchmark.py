@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from deployment_measure import WorkerExecutions, tree_cpu_seconds
+from deployment_measure import WorkerExecutions, tree_cpu_seconds, xcom_text
 from deployment_report import goals
 from deployment_variants import accepts
 
@@ -80,3 +80,11 @@ def test_goals_are_not_applicable_without_their_variant_and_a_worker_start_fails
     cpu, p99, makespan, sensor = goals(rows, run_seconds=3.0)
     assert (cpu.met, p99.met, makespan.met) == (None, None, None)
     assert sensor.met is False
+
+
+@pytest.mark.parametrize(
+    ("stored", "expected"),
+    [("48130af9-ffef", "48130af9-ffef"), ('"48130af9-ffef"', "48130af9-ffef"), (None, None)],
+)
+def test_a_run_id_pushed_by_the_worker_or_the_triggerer_reads_the_same(stored: Any, expected: Any) -> None:
+    assert xcom_text(stored) == expected
