@@ -332,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "commit": commit,
+        "provider": str(Path(protocol.__file__).parent),
         "plan": {
             "tasks": args.tasks,
             "run_seconds": args.run_seconds,
