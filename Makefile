@@ -1,5 +1,5 @@
 # The two commands of the README, and a few more. Everything installs itself on a fresh machine.
-.PHONY: demo deploy deploy-distributed test lint bench emulator
+.PHONY: demo deploy deploy-distributed test lint bench bench-deployment emulator
 
 # Run every example DAG against the emulator with `airflow dags test`, print a table of results.
 demo:
@@ -20,9 +20,16 @@ test:
 lint:
 	V=$$(bash scripts/venv.sh 3.3.2) && $$V/bin/ruff check airflow_provider_noxus tests dags_examples benchmarks scripts && $$V/bin/mypy
 
-# The full benchmarks (several minutes); results in benchmarks/results/.
+# The full benchmarks (about 45 minutes), bench-deployment included; results in benchmarks/results/.
 bench:
-	V=$$(bash scripts/venv.sh 3.3.2) && $$V/bin/python benchmarks/run_all.py
+	bash scripts/system-deps.sh distributed && V=$$(bash scripts/venv.sh 3.3.2) && \
+		$$V/bin/python benchmarks/run_all.py
+
+# What a Noxus task costs the whole deployment (PostgreSQL, Redis, Celery), side by side with an empty
+# @task: N=200 per variant (24 minutes on a loaded 2-core machine). ARGS="--tasks 20" for a quick look.
+bench-deployment:
+	bash scripts/system-deps.sh distributed && V=$$(bash scripts/venv.sh 3.3.2) && \
+		$$V/bin/python benchmarks/deployment_cost.py $(ARGS)
 
 # The emulator alone, on port 8765 with the demo key.
 emulator:

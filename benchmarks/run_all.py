@@ -7,11 +7,14 @@ N = 1,000 and 5,000, about 15 minutes on 2 cores. It needs apache-airflow-provid
 itself in the benchmark virtualenv (``scripts/venv.sh 3.3.2 bench``). Results:
 ``benchmarks/results/latest.json`` (one object per configuration and N), ``latest-meta.json``
 (machine, plan, goals, emulator numbers), ``latest.md`` (the table and goals in Markdown) and
-``triggers.png``.
+``triggers.png``. Then the deployment benchmark (``benchmarks/deployment_cost.py``: N = 200 tasks of
+each variant on PostgreSQL, Redis and Celery with one 4-slot worker, 24 minutes more on a loaded
+machine; results in ``deployment-latest.json``).
 
 ``python benchmarks/run_all.py --quick``: the same harness at N = 100 with runs of 1-3 s (under a
-minute), for CI. Without providers-http or matplotlib it skips configuration 5 and the chart and says
-so. It fails (exit 1) only when a benchmark breaks (errors, a crash), never because something is slow.
+minute), for CI, and the deployment benchmark's dry check (its DAG files parse; no deployment).
+Without providers-http or matplotlib it skips configuration 5 and the chart and says so. It fails
+(exit 1) only when a benchmark breaks (errors, a crash), never because something is slow.
 """
 
 from __future__ import annotations
@@ -112,15 +115,15 @@ def reexec_in_bench_venv(missing: dict[str, str]) -> None:
     os.execv(str(python), [str(python), str(Path(__file__).resolve()), *sys.argv[1:]])
 
 
-def emulator_throughput(quick: bool) -> dict[str, Any]:
-    """Run the emulator engineer's throughput benchmark, if present; its output and exit status."""
-    script = HERE / "emulator_throughput.py"
+def sub_benchmark(script_name: str, title: str, quick: bool, *args: str) -> dict[str, Any]:
+    """Run another benchmark script of this folder, if present; its output and exit status."""
+    script = HERE / script_name
     if not script.exists():
-        print("emulator throughput: benchmarks/emulator_throughput.py not found, skipped")
+        print(f"{title}: benchmarks/{script_name} not found, skipped")
         return {"skipped": True}
-    print("=== emulator throughput ===", flush=True)
+    print(f"=== {title} ===", flush=True)
     done = subprocess.run(
-        [sys.executable, str(script), *(["--quick"] if quick else [])],
+        [sys.executable, str(script), *(["--quick"] if quick else []), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -193,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or (Path(tempfile.mkdtemp(prefix="noxus-bench-quick-")) if args.quick else RESULTS)
     out.mkdir(parents=True, exist_ok=True)
 
-    emulator = emulator_throughput(args.quick)
+    emulator = sub_benchmark("emulator_throughput.py", "emulator throughput", args.quick)
     low, high = plan.run_seconds
     print(
         f"\n=== triggers: runs of {low:g}-{high:g} s, a status check every {plan.interval:g} s, "
@@ -242,9 +245,15 @@ def main(argv: list[str] | None = None) -> int:
         report.chart(rows, out / "triggers.png")
     print(f"\nresults in {out} ({time.monotonic() - started:.0f} s in all)")
 
+    print()
+    deployment = sub_benchmark(
+        "deployment_cost.py", "deployment cost per task", args.quick, "--out", str(out)
+    )
     broken = [f"{row['label']} N={row['n']}" for row in rows if row["errors"]]
     if emulator.get("exit_code"):
         broken.append("emulator throughput")
+    if deployment.get("exit_code"):
+        broken.append("deployment cost")
     if broken:
         print(f"FAILED (errors, not slowness): {', '.join(broken)}")
         return 1

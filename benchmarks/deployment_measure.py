@@ -1,0 +1,114 @@
+"""What the deployment benchmark (:mod:`deployment_cost`) reads: CPU of process trees, the Celery
+worker's log, and the metadata DB's task instances of one DAG run.
+
+CPU of a component is the sum, over its process tree, of each live process's user + system time plus
+the time of the children it has reaped (``children_user``/``children_system``): a task process that
+ended between two samples is counted once, in its parent. A process re-parented away from the tree
+(none of Airflow's are) would be lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psutil
+
+#: Celery logs one "received" per task it takes and one "succeeded in <s>s" per task it finished.
+CELERY_RECEIVED = re.compile(r"Task \S+\[[0-9a-f-]+\] received")
+CELERY_SUCCEEDED = re.compile(r"Task \S+\[[0-9a-f-]+\] succeeded in ([0-9.]+)s")
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process, its live descendants and every child they reaped; 0 when it is gone."""
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            times = process.cpu_times()
+            total += times.user + times.system + times.children_user + times.children_system
+    return total
+
+
+def cpu_sample(roots: dict[str, int]) -> dict[str, float]:
+    """``{component: CPU seconds so far}`` for ``{component: root PID}``."""
+    return {name: tree_cpu_seconds(pid) for name, pid in roots.items()}
+
+
+@dataclass(frozen=True)
+class WorkerExecutions:
+    """What the Celery worker ran: tasks taken (each start of a task process, resumes included) and the
+    slot-seconds of those that finished."""
+
+    starts: int
+    finished: int
+    slot_seconds: float
+
+    @classmethod
+    def from_log(cls, text: str) -> WorkerExecutions:
+        """Read the part of the worker's log written during one variant."""
+        runtimes = [float(match.group(1)) for match in CELERY_SUCCEEDED.finditer(text)]
+        return cls(len(CELERY_RECEIVED.findall(text)), len(runtimes), sum(runtimes))
+
+
+@dataclass(frozen=True)
+class TaskOutcome:
+    """One task instance at the end of a variant.
+
+    :param key: ``task_id[map_index]``.
+    :param state: its final state.
+    :param try_number: Airflow's try count (a deferral's resume is the same try).
+    :param end: when it ended.
+    :param noxus_run: the Noxus run it waited on, when known.
+    """
+
+    key: str
+    state: str
+    try_number: int
+    end: datetime | None
+    noxus_run: str | None
+
+
+def task_outcomes(airflow: Any, dag_id: str, run_id: str, run_xcom_key: str | None) -> list[TaskOutcome]:
+    """The DAG run's task instances, each with the Noxus run id its task pushed under ``run_xcom_key``."""
+    rows = airflow.sql(
+        "SELECT ti.task_id, ti.map_index, ti.state, ti.try_number, ti.end_date, x.value AS noxus_run"
+        " FROM task_instance ti LEFT JOIN xcom x ON x.dag_id = ti.dag_id AND x.run_id = ti.run_id"
+        "  AND x.task_id = ti.task_id AND x.map_index = ti.map_index AND x.key = %s"
+        " WHERE ti.dag_id = %s AND ti.run_id = %s",
+        (run_xcom_key or "", dag_id, run_id),
+    )
+    return [
+        TaskOutcome(
+            key=str(row["task_id"]) + (f"[{row['map_index']}]" if row["map_index"] >= 0 else ""),
+            state=str(row["state"]),
+            try_number=int(row["try_number"] or 0),
+            end=row["end_date"],
+            noxus_run=xcom_text(row["noxus_run"]),
+        )
+        for row in rows
+    ]
+
+
+def xcom_text(value: Any) -> str | None:
+    """A string XCom as read from the ``xcom.value`` JSON column. A value the triggerer pushed (a task
+    it ended, Airflow 3.3.2) is stored JSON-encoded once more than one a worker pushed: decode it."""
+    if isinstance(value, str) and value.startswith('"'):
+        value = json.loads(value)
+    return None if value is None else str(value)
+
+
+def dag_run_row(airflow: Any, dag_id: str, run_id: str) -> dict[str, Any]:
+    """``state``, ``queued_at`` and ``end_date`` of a DAG run, from the metadata DB."""
+    rows = airflow.sql(
+        "SELECT state, queued_at, end_date FROM dag_run WHERE dag_id = %s AND run_id = %s", (dag_id, run_id)
+    )
+    return rows[0] if rows else {"state": None}
