@@ -36,6 +36,7 @@ from airflow_provider_noxus.wait import (
     Sleep,
     WaitOptions,
     WaitOutcome,
+    WaitPhase,
     judge_run,
 )
 
@@ -269,6 +270,9 @@ def test_judge_run_needs_no_io(log: Log) -> None:
 def test_stream_frames_log_progress_and_the_final_frame_ends_it(clock: Clock, log: Log) -> None:
     wait = make_wait(clock, log, stream=True)
     assert wait.next_action() == OpenStream(None, 45.0)
+    assert wait.next_action() == OpenStream(None, 45.0), "asking again changes nothing"
+    wait.report(OpenStream(None, 45.0))
+    assert wait.phase is WaitPhase.STREAM_OPEN
     assert wait.next_action() == ReadStream(45.0)
     node_started = RunEvent("content", {"id": "n1", "status": "running"}, "1-1")
     wait.stream_read([frame("1-0", status="running"), node_started])
@@ -283,6 +287,7 @@ def test_stream_frames_log_progress_and_the_final_frame_ends_it(clock: Clock, lo
 def test_a_stream_closed_after_progress_reopens_at_once_after_its_last_event(clock: Clock, log: Log) -> None:
     wait = make_wait(clock, log, stream=True, last_event_id="0-9")
     assert wait.next_action() == OpenStream("0-9", 45.0)
+    wait.stream_opened()
     wait.stream_read([frame("1-0", status="running")])
     wait.stream_closed()
     assert wait.next_action() == OpenStream("1-0", 45.0)
@@ -301,7 +306,7 @@ def test_stream_failures_back_off_then_fall_back_to_polling(clock: Clock, log: L
             action = wait.next_action()
             assert isinstance(action, Sleep) and action.seconds >= POLL / 2
             clock.now += action.seconds
-    assert not wait.streaming and released == [True]
+    assert wait.phase is WaitPhase.POLLING and released == [True]
     assert wait.next_action() == ReadStatus(30.0)
     assert log.count("warning", "polling every 2.0 s now") == 1
 
@@ -315,7 +320,7 @@ def test_a_fatal_stream_error_ends_the_wait(clock: Clock, log: Log) -> None:
 
 def test_an_open_but_silent_stream_is_cross_checked_by_status(clock: Clock, log: Log) -> None:
     wait = make_wait(clock, log, stream=True)
-    wait.next_action()
+    wait.report(wait.next_action())
     every = POLL * STATUS_CHECK_EVERY_POLL_INTERVALS
     clock.now += every - 0.1
     wait.stream_read([])  # keep-alive

@@ -83,6 +83,9 @@ class NoxusRunOperator(NoxusRunWaitMixin, BaseOperator):
     :param noxus_conn_id: the Noxus connection. (templated)
     :param wait_for_completion: wait for the run and return its output; False returns the run id.
     :param deferrable: wait in the triggerer, freeing the worker slot; False waits on the worker.
+    :param end_from_trigger: with ``deferrable``, the trigger ends the task (its output, or its error
+        in the task log) instead of resuming it on a worker; the task resumes on a worker all the same
+        when it must (see :meth:`resume_reason`, and the README's "Ending in the triggerer").
     :param use_sync_endpoint: create the run with the sync endpoint (one blocking call, for short
         flows); when the server gives up after 120 s the task waits on that same run.
     :param wait_strategy: ``stream``, ``poll`` or ``auto``; see :class:`NoxusRunTrigger`.
@@ -122,6 +125,7 @@ class NoxusRunOperator(NoxusRunWaitMixin, BaseOperator):
         noxus_conn_id: str = NoxusHook.default_conn_name,
         wait_for_completion: bool = True,
         deferrable: bool = True,
+        end_from_trigger: bool = True,
         use_sync_endpoint: bool = False,
         wait_strategy: str = "auto",
         poll_interval: float = DEFAULT_POLL_INTERVAL_S,
@@ -168,6 +172,7 @@ class NoxusRunOperator(NoxusRunWaitMixin, BaseOperator):
         self.noxus_conn_id = noxus_conn_id
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
+        self.end_from_trigger = end_from_trigger
         self.use_sync_endpoint = use_sync_endpoint
         self.cancel_on_kill = cancel_on_kill
         self.output_keys_by_id = output_keys_by_id

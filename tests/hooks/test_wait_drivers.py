@@ -28,7 +28,8 @@ def wait(request: pytest.FixtureRequest) -> Wait:
     def blocking(
         hook: NoxusHook, workflow_id: str, run_id: str, timeout: float | None = 60, **kw: Any
     ) -> WaitOutcome:
-        return hook.wait(workflow_id, run_id, WaitOptions(**kw), timeout=timeout)
+        deadline = None if timeout is None else time.time() + timeout
+        return hook.wait(workflow_id, run_id, WaitOptions(**kw), deadline=deadline)
 
     def in_event_loop(
         hook: NoxusHook, workflow_id: str, run_id: str, timeout: float | None = 60, **kw: Any

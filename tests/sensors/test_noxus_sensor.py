@@ -22,6 +22,7 @@ def sensor_for(emu: Any, workflow: str, inputs: dict[str, Any], **kwargs: Any) -
     workflow_id = emu.control.workflow_id(workflow)
     run_id = NoxusHook().create_run(workflow_id, inputs)["id"]
     kwargs.setdefault("poll_interval", 0.05)
+    kwargs.setdefault("end_from_trigger", False)
     return NoxusRunSensor(task_id="wait", run_id=run_id, workflow_id=workflow_id, **kwargs)
 
 
