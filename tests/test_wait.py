@@ -25,6 +25,8 @@ from airflow_provider_noxus.exceptions import (
 )
 from airflow_provider_noxus.protocol import RunEvent
 from airflow_provider_noxus.wait import (
+    MAX_NODE_LINES_PER_READ,
+    MAX_UNKNOWN_STATUS_WARNINGS,
     STATUS_CHECK_EVERY_POLL_INTERVALS,
     STREAM_FAILURES_BEFORE_POLLING,
     AwaitStatus,
@@ -38,6 +40,7 @@ from airflow_provider_noxus.wait import (
     WaitOutcome,
     WaitPhase,
     judge_run,
+    streams,
 )
 
 POLL = 2.0
@@ -351,3 +354,59 @@ def test_a_watched_wait_is_told_of_changes_instead_of_reading_each_interval(cloc
     clock.now += POLL * STATUS_CHECK_EVERY_POLL_INTERVALS
     streaming.stream_read([])
     assert streaming.next_action() == ReadStatus(30.0), "a stream's cross-check is a read of its own"
+
+
+# ---- phases, the stream rule, log floods ---------------------------------------------------------
+
+
+def test_asking_what_next_changes_nothing_and_the_deadline_shows_at_once(clock: Clock, log: Log) -> None:
+    wait = make_wait(clock, log, stream=True, deadline=clock.now + 10)
+    assert wait.phase is WaitPhase.STREAM_CLOSED
+    assert [wait.next_action() for _ in range(3)] == [OpenStream(None, 10.0)] * 3
+    assert wait.phase is WaitPhase.STREAM_CLOSED and wait.outcome is None
+    clock.now += 10
+    assert wait.outcome is not None and wait.outcome.status == "timeout"
+    assert wait.next_action() == Finish(wait.outcome)
+
+
+def test_phases_follow_the_state_diagram(clock: Clock, log: Log) -> None:
+    wait = make_wait(clock, log, stream=True)
+    wait.report(wait.next_action())
+    assert wait.phase is WaitPhase.STREAM_OPEN
+    wait.report(ReadStream(45.0), None)  # the server closed it, no new frame: a failure
+    assert wait.phase is WaitPhase.STREAM_CLOSED
+    wait.report(ReadStream(45.0), [frame("1-0", final="completed")])
+    assert wait.phase is WaitPhase.DONE and wait.outcome.status == "success"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("strategy", "room", "streams_"),
+    [("stream", False, True), ("auto", True, True), ("auto", False, False), ("poll", True, False)],
+)
+def test_one_rule_says_whether_a_wait_streams(strategy: str, room: bool, streams_: bool) -> None:
+    assert streams(strategy, room=room) is streams_
+
+
+def test_a_new_unknown_status_on_every_read_logs_a_bounded_number_of_lines(clock: Clock, log: Log) -> None:
+    wait = make_wait(clock, log)
+    for read in range(1000):
+        wait.status_read({"status": f"weird_{read}"})
+    assert wait.outcome is None, "still running"
+    assert len(log.lines) == MAX_UNKNOWN_STATUS_WARNINGS + 1
+    assert log.count("warning", "no more are logged") == 1
+
+
+def test_a_read_listing_thousands_of_new_nodes_logs_a_bounded_number_of_lines(clock: Clock, log: Log) -> None:
+    wait = make_wait(clock, log)
+    nodes = [f"n{index}" for index in range(20_000)]
+    wait.status_read({"status": "running", "progress_details": {"running_nodes": nodes}})
+    assert log.count("info", "started") == MAX_NODE_LINES_PER_READ
+    assert log.count("info", "19980 more node changes") == 1
+    assert len(log.lines) == MAX_NODE_LINES_PER_READ + 2  # and the status line
+    frames = [
+        RunEvent("content", {"id": f"m{index}", "status": "completed"}, f"2-{index}") for index in range(500)
+    ]
+    stream = make_wait(clock, log, stream=True)
+    before = len(log.lines)
+    stream.stream_read(frames)
+    assert len(log.lines) - before == MAX_NODE_LINES_PER_READ + 1, "a stream chunk is one read"

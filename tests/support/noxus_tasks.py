@@ -44,9 +44,7 @@ class FakeTaskInstance:
     """What the operator reads from ``context["ti"]``: XCom pushes, start date, try number, and
     ``max_tries`` (which Airflow raises when it clears a task instance)."""
 
-    def __init__(
-        self, try_number: int = 1, start_date: datetime | None = None, max_tries: int = 0
-    ) -> None:
+    def __init__(self, try_number: int = 1, start_date: datetime | None = None, max_tries: int = 0) -> None:
         self.xcom: dict[str, Any] = {}
         self.try_number = try_number
         self.max_tries = max_tries
