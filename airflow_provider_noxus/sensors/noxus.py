@@ -43,6 +43,7 @@ class NoxusRunSensor(NoxusRunWaitMixin, BaseSensorOperator):
     :param wait_strategy: ``stream``, ``poll`` or ``auto`` (deferrable mode).
     :param on_human_feedback: ``wait`` while the run awaits human feedback, or ``fail``.
     :param max_output_bytes: largest output (JSON) returned into XCom.
+    :param start_from_trigger: start in the triggerer, from the scheduler, with no worker.
     """
 
     template_fields: Sequence[str] = ("run_id", "workflow_id", "noxus_conn_id")
@@ -60,6 +61,7 @@ class NoxusRunSensor(NoxusRunWaitMixin, BaseSensorOperator):
         wait_strategy: str = "auto",
         on_human_feedback: str = "wait",
         max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+        start_from_trigger: bool = False,
         **kwargs: Any,
     ) -> None:
         where = f"Task {kwargs.get('task_id')!r}"
@@ -81,7 +83,8 @@ class NoxusRunSensor(NoxusRunWaitMixin, BaseSensorOperator):
         self.end_from_trigger = end_from_trigger
         self.max_output_bytes = max_output_bytes
         self.cancel_on_kill = False
-        if self.start_from_trigger:
+        self.start_from_trigger = start_from_trigger
+        if start_from_trigger:
             self._start_in_triggerer(where)
 
     def _start_in_triggerer(self, where: str) -> None:
