@@ -17,6 +17,7 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from airflow_provider_noxus._compat import AIRFLOW_V_3_0_PLUS
 from airflow_provider_noxus.hooks.noxus import NoxusHook
 from airflow_provider_noxus.links.noxus import XCOM_RUN_ID_KEY, XCOM_RUN_URL_KEY
 from airflow_provider_noxus.protocol import RetryPolicy
@@ -47,6 +48,16 @@ STOP_RETRY_POLICY = RetryPolicy(max_attempts=2, backoff_initial=0.5, backoff_max
 def seconds(value: float | timedelta | None) -> float | None:
     """A duration given as seconds or a ``timedelta``, in seconds."""
     return value.total_seconds() if isinstance(value, timedelta) else value
+
+
+def callbacks_lost_in_triggerer() -> bool:
+    """Whether Airflow would drop the callbacks of a task ended in the triggerer: Airflow 2 queues them
+    for the DAG processor, which runs queued callbacks only when it is standalone."""
+    if AIRFLOW_V_3_0_PLUS:
+        return False
+    from airflow.configuration import conf
+
+    return not conf.getboolean("scheduler", "standalone_dag_processor", fallback=False)
 
 
 def openlineage_enabled() -> bool:
@@ -80,6 +91,7 @@ class NoxusRunWaitMixin:
         cancel_on_kill: bool
         do_xcom_push: bool
         outlets: Any
+        on_success_callback: Any
         log: Any
 
         def defer(self, **kwargs: Any) -> NoReturn: ...
@@ -176,6 +188,11 @@ class NoxusRunWaitMixin:
             )
         if openlineage_enabled():
             return "OpenLineage is enabled, and its listener sees only tasks that end on a worker"
+        if self.on_success_callback and callbacks_lost_in_triggerer():
+            return (
+                "the task has an on_success_callback, which Airflow 2 runs for a task ended in the "
+                "triggerer only with [scheduler] standalone_dag_processor = True"
+            )
         return None
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:

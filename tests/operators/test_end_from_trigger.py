@@ -225,6 +225,21 @@ def test_with_openlineage_enabled_the_task_resumes_on_the_worker(
     assert "OpenLineage is enabled" in task_log()
 
 
+@pytest.mark.skipif(
+    AIRFLOW_V_3_0_PLUS, reason="Airflow 3's dag-processor runs a trigger-ended task's callbacks"
+)
+def test_on_airflow_2_a_success_callback_without_a_standalone_dag_processor_resumes_on_the_worker(
+    emu: Any, monkeypatch: pytest.MonkeyPatch, task_log: Any
+) -> None:
+    monkeypatch.setenv("AIRFLOW__SCHEDULER__STANDALONE_DAG_PROCESSOR", "False")
+    task = ending(emu, "echo", {"text": "hi"}, on_success_callback=lambda context: None)
+    assert type(fire(defer_only(task, make_context()).trigger)) is TriggerEvent
+    assert "standalone_dag_processor" in task_log()
+    monkeypatch.setenv("AIRFLOW__SCHEDULER__STANDALONE_DAG_PROCESSOR", "True")
+    task = ending(emu, "echo", {"text": "hi"}, on_success_callback=lambda context: None)
+    assert isinstance(fire(defer_only(task, make_context()).trigger), TaskSuccessEvent)
+
+
 # ---- on_kill, retries and clears -----------------------------------------------------------------
 
 
