@@ -222,12 +222,6 @@ class WaitOutcome:
             error_class = exceptions.NoxusRunError
         return error_class(self.message, run_id=self.run_id, workflow_id=self.workflow_id)
 
-    def raise_error(self) -> None:
-        """Raise :meth:`as_error` (a non-Noxus error kept on a worker is raised as it is)."""
-        if self.error is not None and not isinstance(self.error, NoxusError):
-            raise self.error
-        raise self.as_error()
-
 
 def error_outcome(
     run_id: str,

@@ -212,16 +212,16 @@ def test_errors_that_do_not_heal_end_the_wait_with_their_class(
     outcome = wait.next_action().outcome  # type: ignore[union-attr]
     assert (outcome.status, outcome.error_type, outcome.error) == ("error", type(error).__name__, error)
     with pytest.raises(type(error)):
-        outcome.raise_error()
+        raise outcome.as_error()
 
 
 def test_the_error_class_survives_the_trigger_event() -> None:
     event = WaitOutcome("error", "run-1", "wf-1", "refused", error_type="NoxusAuthError").to_event()
     with pytest.raises(NoxusAuthError, match="refused"):
-        WaitOutcome.from_event(event).raise_error()
+        raise WaitOutcome.from_event(event).as_error()
     unknown = WaitOutcome("error", "run-1", "wf-1", "odd", error_type="ValueError").to_event()
     with pytest.raises(NoxusRunError, match="odd"):
-        WaitOutcome.from_event(unknown).raise_error()
+        raise WaitOutcome.from_event(unknown).as_error()
 
 
 # ---- deadline ------------------------------------------------------------------------------------

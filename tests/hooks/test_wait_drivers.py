@@ -192,4 +192,4 @@ def test_an_untrusted_certificate_ends_the_wait(
     outcome = wait(hook, "wf-1", "run-1", timeout=30, strategy=strategy, poll_interval=0.05)
     assert (outcome.status, outcome.error_type) == ("error", "NoxusTLSError")
     with pytest.raises(NoxusTLSError, match="certificate verify failed"):
-        outcome.raise_error()
+        raise outcome.as_error()
