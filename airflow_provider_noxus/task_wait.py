@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from airflow_provider_noxus._compat import AIRFLOW_V_3_0_PLUS
 from airflow_provider_noxus.hooks.noxus import NoxusHook
 from airflow_provider_noxus.links.noxus import XCOM_RUN_ID_KEY, XCOM_RUN_URL_KEY
-from airflow_provider_noxus.protocol import RetryPolicy
+from airflow_provider_noxus.protocol import NoxusRunStatus, RetryPolicy
 from airflow_provider_noxus.run_result import (
     Pause,
     ReadRun,
@@ -237,14 +237,19 @@ class NoxusRunWaitMixin:
         """Called when the task is about to succeed with ``run_id``'s result (the operator records it)."""
 
     def stop_run(self, run_id: str, reason: str) -> None:
-        """Stop the run if :meth:`may_stop_run`; best effort and bounded: errors are logged, never raised."""
+        """Stop the run if :meth:`may_stop_run` and it has not ended (a run that completed in the
+        triggerer, then was cleared, is left alone); best effort and bounded: errors are logged, never
+        raised."""
         if not self.may_stop_run(run_id):
             self.log.info("Noxus run %s is not this task's to stop; it is left as it is.", run_id)
             return
+        hook = NoxusHook(self.noxus_conn_id, retry_policy=STOP_RETRY_POLICY)
         try:
-            NoxusHook(self.noxus_conn_id, retry_policy=STOP_RETRY_POLICY).stop_run(
-                run_id, workflow_id=self.workflow_id
-            )
+            status = NoxusRunStatus.parse(hook.get_run_status(run_id).get("status"))
+            if status is not None and status.is_terminal:
+                self.log.info("Noxus run %s already ended %s: nothing to stop.", run_id, status.value)
+                return
+            hook.stop_run(run_id, workflow_id=self.workflow_id)
         except Exception as error:
             self.log.warning("Could not stop Noxus run %s (%s): %s", run_id, reason, error)
         else:

@@ -107,8 +107,10 @@ def noxus_run_id(airflow: Any, dag_id: str, run_id: str, task_id: str) -> str:
 
 
 def failure_text(airflow: Any, dag_id: str, run_id: str, task_id: str) -> str:
-    """Error lines of the task's logs (what a user reads to learn why it failed)."""
-    records = log_records(attempt_logs(airflow, dag_id, run_id, task_id))
+    """Error lines of the task's logs, its trigger's included (a task that ends in the triggerer logs
+    its error there): what a user reads to learn why it failed."""
+    folder = airflow.task_log_dir / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
+    records = log_records(sorted(folder.glob("attempt=*")))
     lines = [
         f"{record.get('event', '')} {record.get('error_detail', '')}"
         for record in records

@@ -260,6 +260,7 @@ def test_a_clear_after_a_success_in_the_triggerer_makes_one_new_run(emu: Any) ->
     assert run_task(ending(emu, "echo", {"text": "a"}), cleared) == {"text": "a"}
     assert emu.control.counters()["runs_created_total"] == 2
     assert cleared["ti"].xcom["run_id"] != first["ti"].xcom["run_id"]
+    assert stops(emu) == 0, "the completed run of the first try is not stopped"
 
 
 @needs_store
