@@ -409,8 +409,11 @@ class NoxusRunOperator(NoxusRunWaitMixin, BaseOperator):
 
     # ---- execute_complete and the result (the wait is in task_wait) -------------------------
 
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
-        self._active_run_id = str(event["run_id"])
+    def execute_complete(self, context: Context, event: dict[str, Any] | str) -> Any:
+        if isinstance(event, Mapping):
+            self._active_run_id = str(event["run_id"])
+        else:  # a task the trigger ended, resumed all the same (``airflow dags test``)
+            self._active_run_id = self.waited_run_id(context)
         return super().execute_complete(context, event)
 
     def delivered(self, context: Context, run_id: str) -> None:
