@@ -152,7 +152,9 @@ class NoxusRunWaitMixin:
         outcome = self.hook.wait(self.workflow_id, run_id, self.wait_options, deadline=deadline, log=self.log)
         return self.complete(context, outcome)
 
-    def make_trigger(self, run_id: str, deadline: float | None) -> NoxusRunTrigger:
+    def make_trigger(
+        self, run_id: str, deadline: float | None, *, push_run_link: bool = False
+    ) -> NoxusRunTrigger:
         """The trigger that waits for ``run_id``; it ends the task itself when ``end_from_trigger`` is
         on and :meth:`resume_reason` finds nothing against it (else it says why, in the task log)."""
         end_here = self.end_from_trigger
@@ -176,6 +178,7 @@ class NoxusRunWaitMixin:
             max_output_bytes=self.max_output_bytes,
             limits=self.limits_text(),
             push_output=self.do_xcom_push,
+            push_run_link=push_run_link,
         )
 
     def resume_reason(self) -> str | None:

@@ -99,7 +99,7 @@ class NoxusRunSensor(NoxusRunWaitMixin, BaseSensorOperator):
                 f"{where}: start_from_trigger=True with templated {', '.join(templated)} needs Airflow 3.3+, "
                 "which renders templates in the triggerer; give plain values or drop start_from_trigger."
             )
-        trigger = self.make_trigger(self.run_id, deadline=None)
+        trigger = self.make_trigger(self.run_id, deadline=None, push_run_link=True)
         self.start_trigger_args = StartTriggerArgs(
             trigger_cls=f"{NoxusRunTrigger.__module__}.{NoxusRunTrigger.__qualname__}",
             trigger_kwargs=trigger.serialize()[1],

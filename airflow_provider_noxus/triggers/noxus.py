@@ -137,6 +137,9 @@ class NoxusRunTrigger(BaseTrigger):
     :param max_output_bytes: ending the task, the largest output (JSON) it may return.
     :param limits: ending the task, the wait's limits in words, for a timeout's message.
     :param push_output: ending the task, push the output as its return value (``do_xcom_push``).
+    :param push_run_link: ending the task, push the run's id and link to XCom (a task started in the
+        triggerer; a task that ran on a worker pushed them there, and Airflow stores a trigger's XComs
+        JSON-encoded once more).
     """
 
     #: Read statuses through the watcher shared by the triggers of a workflow (one list request for up
@@ -159,6 +162,7 @@ class NoxusRunTrigger(BaseTrigger):
         max_output_bytes: int | None = None,
         limits: str = "no limit set",
         push_output: bool = True,
+        push_run_link: bool = False,
     ) -> None:
         super().__init__()
         self.options = WaitOptions(
@@ -174,6 +178,7 @@ class NoxusRunTrigger(BaseTrigger):
         self.max_output_bytes = max_output_bytes
         self.limits = limits
         self.push_output = push_output
+        self.push_run_link = push_run_link
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -192,6 +197,7 @@ class NoxusRunTrigger(BaseTrigger):
                 "max_output_bytes": self.max_output_bytes,
                 "limits": self.limits,
                 "push_output": self.push_output,
+                "push_run_link": self.push_run_link,
             },
         )
 
@@ -262,7 +268,9 @@ class NoxusRunTrigger(BaseTrigger):
             self.log.error("%s", error)
             return TaskFailedEvent()
         self.log.info("Noxus run %s completed; the task ends here with its output.", self.run_id)
-        xcoms: dict[str, Any] = {XCOM_RUN_ID_KEY: self.run_id, XCOM_RUN_URL_KEY: run_url}
+        xcoms: dict[str, Any] = {}
+        if self.push_run_link:
+            xcoms.update({XCOM_RUN_ID_KEY: self.run_id, XCOM_RUN_URL_KEY: run_url})
         if self.push_output:
             xcoms[RETURN_VALUE_KEY] = output
         return TaskSuccessEvent(xcoms=xcoms)
