@@ -61,6 +61,16 @@ def callbacks_lost_in_triggerer() -> bool:
     return not conf.getboolean("scheduler", "standalone_dag_processor", fallback=False)
 
 
+def listeners_registered() -> bool:
+    """Whether listener plugins are registered in this process (Airflow calls them only for tasks
+    that end on a worker)."""
+    if AIRFLOW_V_3_0_PLUS:
+        from airflow.sdk.listener import get_listener_manager
+    else:
+        from airflow.listeners.listener import get_listener_manager  # type: ignore[assignment]
+    return bool(get_listener_manager().has_listeners)
+
+
 def openlineage_enabled() -> bool:
     """Whether the OpenLineage provider is installed and configured to emit events (its listener sees
     only tasks that end on a worker)."""
@@ -75,7 +85,7 @@ class NoxusRunWaitMixin:
     """Waiting for a Noxus run from a task: the deadline, deferring or blocking, and the outcome.
 
     Expects ``noxus_conn_id``, ``workflow_id``, ``wait_options`` (:class:`WaitOptions`),
-    ``deferrable``, ``end_from_trigger``, ``max_output_bytes``, ``timeout`` (seconds or None),
+    ``deferrable``, ``ends_in_triggerer``, ``max_output_bytes, ``timeout`` (seconds or None),
     ``execution_timeout`` and ``cancel_on_kill`` attributes, and Airflow's ``log``, ``outlets``,
     ``do_xcom_push`` and ``defer``.
     """
@@ -85,7 +95,7 @@ class NoxusRunWaitMixin:
         workflow_id: str
         wait_options: WaitOptions
         deferrable: bool
-        end_from_trigger: bool
+        ends_in_triggerer: bool
         max_output_bytes: int
         timeout: Any
         execution_timeout: timedelta | None
@@ -155,9 +165,9 @@ class NoxusRunWaitMixin:
     def make_trigger(
         self, run_id: str, deadline: float | None, *, push_run_link: bool = False
     ) -> NoxusRunTrigger:
-        """The trigger that waits for ``run_id``; it ends the task itself when ``end_from_trigger`` is
+        """The trigger that waits for ``run_id``; it ends the task itself when ``ends_in_triggerer`` is
         on and :meth:`resume_reason` finds nothing against it (else it says why, in the task log)."""
-        end_here = self.end_from_trigger
+        end_here = self.ends_in_triggerer
         if end_here and (reason := self.resume_reason()):
             self.log.info(
                 "The task resumes on a worker once the run ends (not in the triggerer): %s.", reason
@@ -192,6 +202,10 @@ class NoxusRunWaitMixin:
             )
         if openlineage_enabled():
             return "OpenLineage is enabled, and its listener sees only tasks that end on a worker"
+        if listeners_registered():
+            return (
+                "listener plugins are registered, and Airflow calls them only for tasks that end on a worker"
+            )
         if self.on_success_callback and callbacks_lost_in_triggerer():
             return (
                 "the task has an on_success_callback, which Airflow 2 runs for a task ended in the "

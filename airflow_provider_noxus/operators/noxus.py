@@ -172,7 +172,10 @@ class NoxusRunOperator(NoxusRunWaitMixin, BaseOperator):
         self.noxus_conn_id = noxus_conn_id
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
-        self.end_from_trigger = end_from_trigger
+        #: ``end_from_trigger`` under another name: Airflow refuses to load a DAG whose task has an
+        #: ``end_from_trigger`` attribute while listener plugins are registered; this task resumes on
+        #: a worker then instead (:meth:`resume_reason`).
+        self.ends_in_triggerer = end_from_trigger
         self.use_sync_endpoint = use_sync_endpoint
         self.cancel_on_kill = cancel_on_kill
         self.output_keys_by_id = output_keys_by_id

@@ -80,7 +80,7 @@ class NoxusRunSensor(NoxusRunWaitMixin, BaseSensorOperator):
         self.workflow_id = workflow_id
         self.noxus_conn_id = noxus_conn_id
         self.deferrable = deferrable
-        self.end_from_trigger = end_from_trigger
+        self.ends_in_triggerer = end_from_trigger  # not ``end_from_trigger``: see NoxusRunOperator
         self.max_output_bytes = max_output_bytes
         self.cancel_on_kill = False
         self.start_from_trigger = start_from_trigger
@@ -89,7 +89,7 @@ class NoxusRunSensor(NoxusRunWaitMixin, BaseSensorOperator):
 
     def _start_in_triggerer(self, where: str) -> None:
         """Set the trigger the scheduler starts this sensor with (``start_from_trigger=True``)."""
-        if not (self.deferrable and self.end_from_trigger):
+        if not (self.deferrable and self.ends_in_triggerer):
             raise ValueError(
                 f"{where}: start_from_trigger=True needs deferrable=True and end_from_trigger=True."
             )

@@ -70,8 +70,35 @@ def stops(emu: Any) -> int:
 
 
 def test_it_is_the_default() -> None:
-    assert NoxusRunOperator(task_id="t", workflow_id="w").end_from_trigger is True
-    assert NoxusRunSensor(task_id="s", run_id="r", workflow_id="w").end_from_trigger is True
+    assert NoxusRunOperator(task_id="t", workflow_id="w").ends_in_triggerer is True
+    assert NoxusRunSensor(task_id="s", run_id="r", workflow_id="w").ends_in_triggerer is True
+
+
+def test_a_dag_still_loads_with_listener_plugins_and_the_task_then_resumes_on_the_worker(
+    emu: Any, task_log: Any
+) -> None:
+    if AIRFLOW_V_3_0_PLUS:
+        from airflow.listeners.listener import get_listener_manager as dag_processor_listeners
+        from airflow.sdk.listener import get_listener_manager as worker_listeners
+    else:
+        from airflow.listeners.listener import get_listener_manager as dag_processor_listeners
+
+        worker_listeners = dag_processor_listeners
+
+    class Listener:
+        pass
+
+    task = ending(emu, "echo", {"text": "hi"})
+    # Airflow's DAG bag refuses a task with a true ``end_from_trigger`` attribute while listeners exist.
+    assert getattr(task, "end_from_trigger", False) is False
+    for manager in {id(m): m for m in (dag_processor_listeners(), worker_listeners())}.values():
+        manager.add_listener(Listener())
+    try:
+        assert type(fire(defer_only(task, make_context()).trigger)) is TriggerEvent
+    finally:
+        for manager in (dag_processor_listeners(), worker_listeners()):
+            manager.clear()
+    assert "listener plugins are registered" in task_log()
 
 
 def test_success_ends_the_task_in_the_triggerer_with_the_output_and_the_run_link(emu: Any) -> None:
