@@ -62,23 +62,18 @@ def callbacks_lost_in_triggerer() -> bool:
 
 
 def listeners_registered() -> bool:
-    """Whether listener plugins are registered in this process (Airflow calls them only for tasks
-    that end on a worker)."""
+    """Whether this process registered listener plugins (OpenLineage's, when it is enabled): Airflow
+    calls them only for tasks that end on a worker. Only a listener manager the task runner already
+    built is looked at, so that nothing loads plugins (or imports OpenLineage) for this question."""
     if AIRFLOW_V_3_0_PLUS:
         from airflow.sdk.listener import get_listener_manager
+
+        manager = get_listener_manager() if get_listener_manager.cache_info().currsize else None
     else:
-        from airflow.listeners.listener import get_listener_manager  # type: ignore[assignment]
-    return bool(get_listener_manager().has_listeners)
+        from airflow.listeners import listener
 
-
-def openlineage_enabled() -> bool:
-    """Whether the OpenLineage provider is installed and configured to emit events (its listener sees
-    only tasks that end on a worker)."""
-    try:
-        from airflow.providers.openlineage.conf import is_disabled
-    except ImportError:
-        return False
-    return not is_disabled()
+        manager = listener._listener_manager  # type: ignore[attr-defined]  # Airflow 2 keeps it there
+    return bool(manager is not None and manager.has_listeners)
 
 
 class NoxusRunWaitMixin:
@@ -200,8 +195,6 @@ class NoxusRunWaitMixin:
             return (
                 "the task has outlets, and Airflow records asset events only for tasks that end on a worker"
             )
-        if openlineage_enabled():
-            return "OpenLineage is enabled, and its listener sees only tasks that end on a worker"
         if listeners_registered():
             return (
                 "listener plugins are registered, and Airflow calls them only for tasks that end on a worker"

@@ -230,25 +230,6 @@ def test_a_task_with_outlets_resumes_on_the_worker(emu: Any, task_log: Any) -> N
     assert "the task has outlets" in task_log()
 
 
-def test_with_openlineage_enabled_the_task_resumes_on_the_worker(
-    emu: Any, monkeypatch: pytest.MonkeyPatch, task_log: Any
-) -> None:
-    pytest.importorskip("airflow.providers.openlineage")
-    from airflow.providers.openlineage import conf
-
-    monkeypatch.setenv("OPENLINEAGE_URL", "http://127.0.0.1:9")
-    for name in ("is_disabled", "config_path", "transport", "config_conn_id"):
-        getattr(getattr(conf, name), "cache_clear", lambda: None)()
-    try:
-        task = ending(emu, "echo", {"text": "hi"})
-        assert type(fire(defer_only(task, make_context()).trigger)) is TriggerEvent
-    finally:
-        monkeypatch.delenv("OPENLINEAGE_URL")
-        for name in ("is_disabled", "config_path", "transport", "config_conn_id"):
-            getattr(getattr(conf, name), "cache_clear", lambda: None)()
-    assert "OpenLineage is enabled" in task_log()
-
-
 @pytest.mark.skipif(
     AIRFLOW_V_3_0_PLUS, reason="Airflow 3's dag-processor runs a trigger-ended task's callbacks"
 )
