@@ -80,7 +80,7 @@ class NoxusRunWaitMixin:
     """Waiting for a Noxus run from a task: the deadline, deferring or blocking, and the outcome.
 
     Expects ``noxus_conn_id``, ``workflow_id``, ``wait_options`` (:class:`WaitOptions`),
-    ``deferrable``, ``ends_in_triggerer``, ``max_output_bytes, ``timeout`` (seconds or None),
+    ``deferrable``, ``ends_in_triggerer``, ``max_output_bytes``, ``timeout`` (seconds or None),
     ``execution_timeout`` and ``cancel_on_kill`` attributes, and Airflow's ``log``, ``outlets``,
     ``do_xcom_push`` and ``defer``.
     """
