@@ -294,9 +294,13 @@ class NoxusRunTrigger(BaseTrigger):
                     self.run_id,
                 )
                 return
-        try:
+
+        async def stop() -> None:
             async with NoxusHook(self.noxus_conn_id).async_client() as client:
                 await self._stop(client, "task killed")
+
+        try:  # the connection's read too is bounded, within Airflow's on_kill_timeout
+            await asyncio.wait_for(stop(), timeout=ON_KILL_TIMEOUT_S)
         except Exception as error:
             self.log.warning(
                 "Could not stop Noxus run %s of workflow %s: %s", self.run_id, self.workflow_id, error
