@@ -9,7 +9,13 @@ from typing import TYPE_CHECKING, Any
 
 from airflow import __version__ as AIRFLOW_VERSION_STR
 from airflow.exceptions import AirflowException, AirflowNotFoundException
-from airflow.triggers.base import BaseTrigger, TriggerEvent
+from airflow.triggers.base import (
+    BaseTrigger,
+    StartTriggerArgs,
+    TaskFailedEvent,
+    TaskSuccessEvent,
+    TriggerEvent,
+)
 from packaging.version import Version
 
 AIRFLOW_VERSION = Version(Version(AIRFLOW_VERSION_STR).base_version)
@@ -133,7 +139,10 @@ __all__ = [
     "Context",
     "DecoratedOperator",
     "PokeReturnValue",
+    "StartTriggerArgs",
     "TaskDecorator",
+    "TaskFailedEvent",
+    "TaskSuccessEvent",
     "TriggerEvent",
     "XCom",
     "aget_connection",

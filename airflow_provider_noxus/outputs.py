@@ -13,8 +13,10 @@ and read the same output). Clearing the task makes a new run.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -76,6 +78,15 @@ def validate_output(
             run_url=run_url,
         ) from None
     return validated.model_dump(mode="json")
+
+
+def output_check(
+    model: type[BaseModel] | None, *, workflow_id: str, run_id: str, run_url: str | None
+) -> Callable[[Any], Any] | None:
+    """The check of run ``run_id``'s output by ``model`` (:func:`validate_output`), or None without one."""
+    if model is None:
+        return None
+    return functools.partial(validate_output, model, workflow_id=workflow_id, run_id=run_id, run_url=run_url)
 
 
 def _location(problem: Any) -> str:

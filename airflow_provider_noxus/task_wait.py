@@ -1,39 +1,39 @@
-"""What the operator and the sensor share: waiting for a run from a task, and what its end means.
+"""What the operator and the sensor share: waiting for a run from a task, and how the task ends.
 
 A task waits either deferred (:class:`~airflow_provider_noxus.triggers.noxus.NoxusRunTrigger` in the
 triggerer) or blocking on the worker (:meth:`~airflow_provider_noxus.hooks.noxus.NoxusHook.wait`); both
 run the same wait and end with a :class:`~airflow_provider_noxus.wait.WaitOutcome`, which
-:meth:`NoxusRunWaitMixin.complete` turns into the task's result or its error.
+:func:`~airflow_provider_noxus.run_result.task_result` turns into the task's result or its error, on
+the worker (:meth:`NoxusRunWaitMixin.complete`) or, with ``end_from_trigger``, in the triggerer, where
+the trigger ends the task itself. :meth:`NoxusRunWaitMixin.resume_reason` says when a task must come
+back to a worker all the same.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from datetime import timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from airflow_provider_noxus.exceptions import (
-    NoxusOutputTooLargeError,
-    NoxusRunError,
-    NoxusRunTimeoutError,
-    shorten,
-)
+from airflow_provider_noxus._compat import AIRFLOW_V_3_0_PLUS
+from airflow_provider_noxus.exceptions import NoxusRunError
 from airflow_provider_noxus.hooks.noxus import NoxusHook
 from airflow_provider_noxus.links.noxus import XCOM_RUN_ID_KEY, XCOM_RUN_URL_KEY
-from airflow_provider_noxus.outputs import validate_output
-from airflow_provider_noxus.protocol import RetryPolicy
-from airflow_provider_noxus.triggers.noxus import NoxusRunTrigger
-from airflow_provider_noxus.wait import (
-    OUTCOME_ERROR,
-    OUTCOME_SUCCESS,
-    OUTCOME_TIMEOUT,
-    WaitOptions,
-    WaitOutcome,
-    judge_run,
+from airflow_provider_noxus.outputs import model_import_path, output_check
+from airflow_provider_noxus.protocol import NoxusRunStatus, RetryPolicy
+from airflow_provider_noxus.run_result import (
+    Pause,
+    ReadRun,
+    ResultRules,
+    ResultStep,
+    StopRun,
+    run_steps,
+    task_result,
 )
+from airflow_provider_noxus.triggers.noxus import NoxusRunTrigger
+from airflow_provider_noxus.wait import WaitOptions, WaitOutcome, judge_run
 
 if TYPE_CHECKING:
     from airflow_provider_noxus._compat import Context
@@ -52,29 +52,40 @@ def seconds(value: float | timedelta | None) -> float | None:
     return value.total_seconds() if isinstance(value, timedelta) else value
 
 
-def run_error_message(run: Mapping[str, Any]) -> str | None:
-    """The run's own error text: ``output["error"]``, else the last entry of ``run_logs``."""
-    output = run.get("output")
-    if isinstance(output, Mapping) and output.get("error"):
-        return shorten(str(output["error"]))
-    details = run.get("progress_details")
-    logs = details.get("run_logs") if isinstance(details, Mapping) else None
-    if logs:
-        last = list(logs.values())[-1] if isinstance(logs, Mapping) else logs
-        return shorten(str(last[-1] if isinstance(last, list) and last else last))
-    return None
+def callbacks_lost_in_triggerer() -> bool:
+    """Whether Airflow would drop the callbacks of a task ended in the triggerer: Airflow 2 queues them
+    for the DAG processor, which runs queued callbacks only when it is standalone."""
+    if AIRFLOW_V_3_0_PLUS:
+        return False
+    from airflow.configuration import conf
+
+    return not conf.getboolean("scheduler", "standalone_dag_processor", fallback=False)
+
+
+def listeners_registered() -> bool:
+    """Whether this process registered listener plugins (OpenLineage's, when it is enabled): Airflow
+    calls them only for tasks that end on a worker. Only a listener manager the task runner already
+    built is looked at, so that nothing loads plugins (or imports OpenLineage) for this question."""
+    if AIRFLOW_V_3_0_PLUS:
+        from airflow.sdk.listener import get_listener_manager
+
+        manager = get_listener_manager() if get_listener_manager.cache_info().currsize else None
+    else:
+        from airflow.listeners import listener
+
+        manager = listener._listener_manager  # type: ignore[attr-defined]  # Airflow 2 keeps it there
+    return bool(manager is not None and manager.has_listeners)
 
 
 class NoxusRunWaitMixin:
     """Waiting for a Noxus run from a task: the deadline, deferring or blocking, and the outcome.
 
     Expects ``noxus_conn_id``, ``workflow_id``, ``wait_options`` (:class:`WaitOptions`),
-    ``deferrable``, ``max_output_bytes``, ``timeout`` (seconds or None), ``execution_timeout`` and
-    ``cancel_on_kill`` attributes, and Airflow's ``log`` and ``defer``.
+    ``deferrable``, ``ends_in_triggerer``, ``max_output_bytes``, ``timeout`` (seconds or None),
+    ``execution_timeout`` and ``cancel_on_kill`` attributes, and Airflow's ``log``, ``outlets``,
+    ``do_xcom_push`` and ``defer``.
     """
 
-    #: Whether this task owns the run: it stops the run on timeout, kill and refused feedback.
-    owns_run: bool = True
     #: The pydantic model a completed run's output is validated against (:mod:`..outputs`), if any.
     output_model: Any = None
 
@@ -83,13 +94,17 @@ class NoxusRunWaitMixin:
         workflow_id: str
         wait_options: WaitOptions
         deferrable: bool
+        ends_in_triggerer: bool
         max_output_bytes: int
         timeout: Any
         execution_timeout: timedelta | None
         cancel_on_kill: bool
+        do_xcom_push: bool
+        outlets: Any
+        on_success_callback: Any
         log: Any
 
-        def defer(self, **kwargs: Any) -> Any: ...
+        def defer(self, **kwargs: Any) -> NoReturn: ...
 
     @cached_property
     def hook(self) -> NoxusHook:
@@ -97,6 +112,11 @@ class NoxusRunWaitMixin:
 
     def run_url(self, run_id: str) -> str:
         return self.hook.run_url(self.workflow_id, run_id)
+
+    def may_stop_run(self, run_id: str) -> bool:
+        """Whether this task may stop ``run_id``: on timeout, refused feedback and (with
+        ``cancel_on_kill``) kill. The one place that decides; override it per run."""
+        return True
 
     def push_run_link(self, context: Context, run_id: str) -> None:
         """Put the run's id and link in XCom (the task's "Noxus run" button) and in the log."""
@@ -132,124 +152,158 @@ class NoxusRunWaitMixin:
         deadline = self.wait_deadline(context)
         if self.deferrable:
             self.defer(
-                trigger=NoxusRunTrigger(
-                    noxus_conn_id=self.noxus_conn_id,
-                    workflow_id=self.workflow_id,
-                    run_id=run_id,
-                    deadline=deadline,
-                    poll_interval=self.wait_options.poll_interval,
-                    wait_strategy=self.wait_options.strategy,
-                    on_human_feedback=self.wait_options.on_human_feedback,
-                    cancel_on_kill=self.owns_run and self.cancel_on_kill,
-                ),
+                trigger=self.make_trigger(run_id, deadline),
                 method_name="execute_complete",
                 timeout=None
                 if deadline is None
                 else timedelta(seconds=max(0.0, deadline - time.time()) + DEFERRAL_TIMEOUT_GRACE_S),
             )
-        outcome = self.hook.wait(
-            self.workflow_id,
-            run_id,
-            self.wait_options,
-            timeout=None if deadline is None else max(0.001, deadline - time.time()),
-            log=self.log,
-        )
+        outcome = self.hook.wait(self.workflow_id, run_id, self.wait_options, deadline=deadline, log=self.log)
         return self.complete(context, outcome)
 
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
-        """Resume after :class:`NoxusRunTrigger` fired: return the output or raise."""
+    def make_trigger(
+        self, run_id: str, deadline: float | None, *, push_run_link: bool = False
+    ) -> NoxusRunTrigger:
+        """The trigger that waits for ``run_id``; it ends the task itself when ``ends_in_triggerer`` is
+        on and :meth:`resume_reason` finds nothing against it (else it says why, in the task log)."""
+        end_here = self.ends_in_triggerer
+        if end_here and (reason := self.resume_reason()):
+            self.log.info(
+                "The task resumes on a worker once the run ends (not in the triggerer): %s.", reason
+            )
+            end_here = False
+        may_stop = self.may_stop_run(run_id)
+        return NoxusRunTrigger(
+            noxus_conn_id=self.noxus_conn_id,
+            workflow_id=self.workflow_id,
+            run_id=run_id,
+            deadline=deadline,
+            poll_interval=self.wait_options.poll_interval,
+            wait_strategy=self.wait_options.strategy,
+            on_human_feedback=self.wait_options.on_human_feedback,
+            cancel_on_kill=may_stop and self.cancel_on_kill,
+            end_from_trigger=end_here,
+            may_stop_run=may_stop,
+            max_output_bytes=self.max_output_bytes,
+            limits=self.limits_text(),
+            push_output=self.do_xcom_push,
+            push_run_link=push_run_link,
+            output_model=model_import_path(self.output_model) if self.output_model else None,
+        )
+
+    def resume_reason(self) -> str | None:
+        """Why this task cannot end in the triggerer and must resume on a worker, or None."""
+        owner = next(cls for cls in type(self).__mro__ if "execute_complete" in vars(cls))
+        if not owner.__module__.startswith("airflow_provider_noxus."):
+            return f"{owner.__name__} overrides execute_complete, which only a worker can run"
+        if self.output_model is not None and model_import_path(self.output_model) is None:
+            return (
+                f"its output_model {self.output_model.__qualname__} is defined where the triggerer cannot "
+                "import it (a DAG file or a function); define it in a module both can import to end there"
+            )
+        if self.outlets:
+            return (
+                "the task has outlets, and Airflow records asset events only for tasks that end on a worker"
+            )
+        if listeners_registered():
+            return (
+                "listener plugins are registered, and Airflow calls them only for tasks that end on a worker"
+            )
+        if self.on_success_callback and callbacks_lost_in_triggerer():
+            return (
+                "the task has an on_success_callback, which Airflow 2 runs for a task ended in the "
+                "triggerer only with [scheduler] standalone_dag_processor = True"
+            )
+        return None
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | str) -> Any:
+        """Resume after :class:`NoxusRunTrigger` fired: return the output or raise.
+
+        A trigger that ended the task sends no outcome; a runner that resumes such a task all the same
+        (``airflow dags test`` does) hands over the event's bare state: the run is then read again.
+        """
+        if not isinstance(event, Mapping):
+            run_id = self.waited_run_id(context)
+            self.log.info(
+                "The trigger ended this task (%s); reading Noxus run %s again for its result.", event, run_id
+            )
+            run = self.hook.get_run(self.workflow_id, run_id)
+            outcome = judge_run(run, self.workflow_id, self.wait_options, self.log)
+            if outcome is None:
+                raise NoxusRunError(
+                    f"The trigger ended this task ({event}) but the Noxus run is still {run.get('status')}.",
+                    workflow_id=self.workflow_id,
+                    run_id=run_id,
+                    run_url=self.run_url(run_id),
+                )
+            return self.complete(context, outcome, run)
         outcome = WaitOutcome.from_event(event)
         self.log.info("%s", outcome.message)
         return self.complete(context, outcome)
 
+    def waited_run_id(self, context: Context) -> str:
+        """The run this task waits for, as pushed to XCom before the wait."""
+        return str(context["ti"].xcom_pull(task_ids=context["ti"].task_id, key=XCOM_RUN_ID_KEY))
+
     # ---- the outcome -----------------------------------------------------------------------
 
     def complete(self, context: Context, outcome: WaitOutcome, run: Mapping[str, Any] | None = None) -> Any:
-        """The task's result for a wait that ended with ``outcome``: the output of a completed run, or
-        the error that says why there is none (stopping the run first when the task owns it).
+        """The task's result for a wait that ended with ``outcome`` (:func:`task_result`, on the worker).
 
         :param run: the run with its output, when already read.
         """
         run_id = outcome.run_id
-        if outcome.status == OUTCOME_ERROR:
-            outcome.raise_error()
-        if outcome.status == OUTCOME_TIMEOUT:
-            self.stop_run(run_id, "wait deadline passed")
-            raise self.run_error(
-                NoxusRunTimeoutError,
-                run_id,
-                f"The Noxus run was still {outcome.run_status or 'running'} at the wait's deadline "
-                f"({self._limits_text()}); it was {'asked to stop' if self.owns_run else 'left running'}.",
-                status=outcome.run_status,
-            )
-        if outcome.refused_feedback:
-            self.stop_run(run_id, "paused for human feedback with on_human_feedback='fail'")
-            raise self.run_error(
-                NoxusRunError,
-                run_id,
-                "The Noxus run paused awaiting human feedback and on_human_feedback='fail'. "
-                "Set on_human_feedback='wait' to wait for the feedback instead.",
-                status=outcome.run_status,
-            )
-        if run is None:
-            run = self.hook.get_run(self.workflow_id, run_id)
-        if outcome.status != OUTCOME_SUCCESS:
-            reason = run_error_message(run) or "the run gave no error message"
-            raise self.run_error(
-                NoxusRunError,
-                run_id,
-                f"Noxus run ended {outcome.run_status}: {reason}.",
-                status=outcome.run_status,
-            )
-        output = run.get("output") or {}
-        size = len(json.dumps(output, default=str).encode())
-        if size > self.max_output_bytes:
-            raise self.run_error(
-                NoxusOutputTooLargeError,
-                run_id,
-                f"The output of the Noxus run is {size} bytes, over "
-                f"max_output_bytes={self.max_output_bytes}. Raise max_output_bytes, limit the outputs "
-                "with node_ids, or run with wait_for_completion=False and read the output where it is "
-                f"needed with NoxusHook({self.noxus_conn_id!r}).get_run(workflow_id, run_id).",
-                status=outcome.run_status,
-            )
-        output = validate_output(
-            self.output_model,
-            output,
-            workflow_id=self.workflow_id,
-            run_id=run_id,
-            run_url=self.run_url(run_id),
-        )
-        self.log.info("Noxus run %s completed; returning its output (%d bytes).", run_id, size)
+
+        def perform(step: ResultStep) -> Any:
+            if isinstance(step, StopRun):
+                return self.stop_run(run_id, step.reason)
+            if isinstance(step, Pause):
+                return time.sleep(step.seconds)
+            assert isinstance(step, ReadRun)
+            return self.hook.get_run(self.workflow_id, run_id)
+
+        output = run_steps(task_result(outcome, self.result_rules(run_id), run), perform)
+        self.log.info("Noxus run %s completed; returning its output.", run_id)
         self.delivered(context, run_id)
         return output
+
+    def result_rules(self, run_id: str) -> ResultRules:
+        """What this task expects of ``run_id``'s end (the same rules the trigger applies)."""
+        return ResultRules(
+            run_url=self.run_url(run_id),
+            limits=self.limits_text(),
+            may_stop=self.may_stop_run(run_id),
+            max_output_bytes=self.max_output_bytes,
+            noxus_conn_id=self.noxus_conn_id,
+            check_output=output_check(
+                self.output_model, workflow_id=self.workflow_id, run_id=run_id, run_url=self.run_url(run_id)
+            ),
+        )
 
     def delivered(self, context: Context, run_id: str) -> None:
         """Called when the task is about to succeed with ``run_id``'s result (the operator records it)."""
 
-    def run_error(
-        self, error_class: type[NoxusRunError], run_id: str, message: str, *, status: str | None = None
-    ) -> NoxusRunError:
-        """An error about the run that names the workflow, the run, its status and its URL."""
-        return error_class(
-            message, status=status, workflow_id=self.workflow_id, run_id=run_id, run_url=self.run_url(run_id)
-        )
-
     def stop_run(self, run_id: str, reason: str) -> None:
-        """Stop the run, best effort and bounded: errors are logged, never raised."""
-        if not self.owns_run:
-            self.log.info("Noxus run %s was not created by this task; it is left as it is.", run_id)
+        """Stop the run if :meth:`may_stop_run` and it has not ended (a run that completed in the
+        triggerer, then was cleared, is left alone); best effort and bounded: errors are logged, never
+        raised."""
+        if not self.may_stop_run(run_id):
+            self.log.info("Noxus run %s is not this task's to stop; it is left as it is.", run_id)
             return
+        hook = NoxusHook(self.noxus_conn_id, retry_policy=STOP_RETRY_POLICY)
         try:
-            NoxusHook(self.noxus_conn_id, retry_policy=STOP_RETRY_POLICY).stop_run(
-                run_id, workflow_id=self.workflow_id
-            )
+            status = NoxusRunStatus.parse(hook.get_run_status(run_id).get("status"))
+            if status is not None and status.is_terminal:
+                self.log.info("Noxus run %s already ended %s: nothing to stop.", run_id, status.value)
+                return
+            hook.stop_run(run_id, workflow_id=self.workflow_id)
         except Exception as error:
             self.log.warning("Could not stop Noxus run %s (%s): %s", run_id, reason, error)
         else:
             self.log.info("Asked Noxus to stop run %s (%s).", run_id, reason)
 
-    def _limits_text(self) -> str:
+    def limits_text(self) -> str:
+        """The wait's limits in words, for a timeout's message."""
         limits = []
         if self.timeout is not None:
             limits.append(f"timeout={seconds(self.timeout):g} s")

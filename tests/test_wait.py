@@ -25,6 +25,8 @@ from airflow_provider_noxus.exceptions import (
 )
 from airflow_provider_noxus.protocol import RunEvent
 from airflow_provider_noxus.wait import (
+    MAX_NODE_LINES_PER_READ,
+    MAX_UNKNOWN_STATUS_WARNINGS,
     STATUS_CHECK_EVERY_POLL_INTERVALS,
     STREAM_FAILURES_BEFORE_POLLING,
     AwaitStatus,
@@ -36,7 +38,9 @@ from airflow_provider_noxus.wait import (
     Sleep,
     WaitOptions,
     WaitOutcome,
+    WaitPhase,
     judge_run,
+    streams,
 )
 
 POLL = 2.0
@@ -208,16 +212,16 @@ def test_errors_that_do_not_heal_end_the_wait_with_their_class(
     outcome = wait.next_action().outcome  # type: ignore[union-attr]
     assert (outcome.status, outcome.error_type, outcome.error) == ("error", type(error).__name__, error)
     with pytest.raises(type(error)):
-        outcome.raise_error()
+        raise outcome.as_error()
 
 
 def test_the_error_class_survives_the_trigger_event() -> None:
     event = WaitOutcome("error", "run-1", "wf-1", "refused", error_type="NoxusAuthError").to_event()
     with pytest.raises(NoxusAuthError, match="refused"):
-        WaitOutcome.from_event(event).raise_error()
+        raise WaitOutcome.from_event(event).as_error()
     unknown = WaitOutcome("error", "run-1", "wf-1", "odd", error_type="ValueError").to_event()
     with pytest.raises(NoxusRunError, match="odd"):
-        WaitOutcome.from_event(unknown).raise_error()
+        raise WaitOutcome.from_event(unknown).as_error()
 
 
 # ---- deadline ------------------------------------------------------------------------------------
@@ -269,6 +273,9 @@ def test_judge_run_needs_no_io(log: Log) -> None:
 def test_stream_frames_log_progress_and_the_final_frame_ends_it(clock: Clock, log: Log) -> None:
     wait = make_wait(clock, log, stream=True)
     assert wait.next_action() == OpenStream(None, 45.0)
+    assert wait.next_action() == OpenStream(None, 45.0), "asking again changes nothing"
+    wait.report(OpenStream(None, 45.0))
+    assert wait.phase is WaitPhase.STREAM_OPEN
     assert wait.next_action() == ReadStream(45.0)
     node_started = RunEvent("content", {"id": "n1", "status": "running"}, "1-1")
     wait.stream_read([frame("1-0", status="running"), node_started])
@@ -283,6 +290,7 @@ def test_stream_frames_log_progress_and_the_final_frame_ends_it(clock: Clock, lo
 def test_a_stream_closed_after_progress_reopens_at_once_after_its_last_event(clock: Clock, log: Log) -> None:
     wait = make_wait(clock, log, stream=True, last_event_id="0-9")
     assert wait.next_action() == OpenStream("0-9", 45.0)
+    wait.stream_opened()
     wait.stream_read([frame("1-0", status="running")])
     wait.stream_closed()
     assert wait.next_action() == OpenStream("1-0", 45.0)
@@ -301,7 +309,7 @@ def test_stream_failures_back_off_then_fall_back_to_polling(clock: Clock, log: L
             action = wait.next_action()
             assert isinstance(action, Sleep) and action.seconds >= POLL / 2
             clock.now += action.seconds
-    assert not wait.streaming and released == [True]
+    assert wait.phase is WaitPhase.POLLING and released == [True]
     assert wait.next_action() == ReadStatus(30.0)
     assert log.count("warning", "polling every 2.0 s now") == 1
 
@@ -315,7 +323,7 @@ def test_a_fatal_stream_error_ends_the_wait(clock: Clock, log: Log) -> None:
 
 def test_an_open_but_silent_stream_is_cross_checked_by_status(clock: Clock, log: Log) -> None:
     wait = make_wait(clock, log, stream=True)
-    wait.next_action()
+    wait.report(wait.next_action())
     every = POLL * STATUS_CHECK_EVERY_POLL_INTERVALS
     clock.now += every - 0.1
     wait.stream_read([])  # keep-alive
@@ -346,3 +354,59 @@ def test_a_watched_wait_is_told_of_changes_instead_of_reading_each_interval(cloc
     clock.now += POLL * STATUS_CHECK_EVERY_POLL_INTERVALS
     streaming.stream_read([])
     assert streaming.next_action() == ReadStatus(30.0), "a stream's cross-check is a read of its own"
+
+
+# ---- phases, the stream rule, log floods ---------------------------------------------------------
+
+
+def test_asking_what_next_changes_nothing_and_the_deadline_shows_at_once(clock: Clock, log: Log) -> None:
+    wait = make_wait(clock, log, stream=True, deadline=clock.now + 10)
+    assert wait.phase is WaitPhase.STREAM_CLOSED
+    assert [wait.next_action() for _ in range(3)] == [OpenStream(None, 10.0)] * 3
+    assert wait.phase is WaitPhase.STREAM_CLOSED and wait.outcome is None
+    clock.now += 10
+    assert wait.outcome is not None and wait.outcome.status == "timeout"
+    assert wait.next_action() == Finish(wait.outcome)
+
+
+def test_phases_follow_the_state_diagram(clock: Clock, log: Log) -> None:
+    wait = make_wait(clock, log, stream=True)
+    wait.report(wait.next_action())
+    assert wait.phase is WaitPhase.STREAM_OPEN
+    wait.report(ReadStream(45.0), None)  # the server closed it, no new frame: a failure
+    assert wait.phase is WaitPhase.STREAM_CLOSED
+    wait.report(ReadStream(45.0), [frame("1-0", final="completed")])
+    assert wait.phase is WaitPhase.DONE and wait.outcome.status == "success"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("strategy", "room", "streams_"),
+    [("stream", False, True), ("auto", True, True), ("auto", False, False), ("poll", True, False)],
+)
+def test_one_rule_says_whether_a_wait_streams(strategy: str, room: bool, streams_: bool) -> None:
+    assert streams(strategy, room=room) is streams_
+
+
+def test_a_new_unknown_status_on_every_read_logs_a_bounded_number_of_lines(clock: Clock, log: Log) -> None:
+    wait = make_wait(clock, log)
+    for read in range(1000):
+        wait.status_read({"status": f"weird_{read}"})
+    assert wait.outcome is None, "still running"
+    assert len(log.lines) == MAX_UNKNOWN_STATUS_WARNINGS + 1
+    assert log.count("warning", "no more are logged") == 1
+
+
+def test_a_read_listing_thousands_of_new_nodes_logs_a_bounded_number_of_lines(clock: Clock, log: Log) -> None:
+    wait = make_wait(clock, log)
+    nodes = [f"n{index}" for index in range(20_000)]
+    wait.status_read({"status": "running", "progress_details": {"running_nodes": nodes}})
+    assert log.count("info", "started") == MAX_NODE_LINES_PER_READ
+    assert log.count("info", "19980 more node changes") == 1
+    assert len(log.lines) == MAX_NODE_LINES_PER_READ + 2  # and the status line
+    frames = [
+        RunEvent("content", {"id": f"m{index}", "status": "completed"}, f"2-{index}") for index in range(500)
+    ]
+    stream = make_wait(clock, log, stream=True)
+    before = len(log.lines)
+    stream.stream_read(frames)
+    assert len(log.lines) - before == MAX_NODE_LINES_PER_READ + 1, "a stream chunk is one read"

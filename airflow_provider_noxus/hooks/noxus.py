@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator, Mapping
 from functools import cached_property
-from typing import Any, Literal
+from typing import Any
 
 from airflow_provider_noxus import protocol
 from airflow_provider_noxus._compat import BaseHook, mask_secret
@@ -31,8 +31,6 @@ from airflow_provider_noxus.exceptions import (
     NoxusError,
     NoxusNotFoundError,
     NoxusProtocolError,
-    NoxusRunError,
-    NoxusRunTimeoutError,
 )
 from airflow_provider_noxus.files import upload_part
 from airflow_provider_noxus.hooks._transport import (
@@ -43,19 +41,20 @@ from airflow_provider_noxus.hooks._transport import (
     SyncSleep,
     SyncTransport,
 )
+from airflow_provider_noxus.run_result import Pause, ReadRun, ResultStep, final_run, outcome_error, run_steps
 from airflow_provider_noxus.wait import (
-    OUTCOME_ERROR,
-    OUTCOME_TIMEOUT,
+    DEFAULT_POLL_INTERVAL_S,
     RunWait,
     WaitOptions,
     WaitOutcome,
+    WaitStrategy,
     adrive,
     check_timeout,
     drive,
     run_signature,
+    streams,
 )
 
-WaitStrategy = Literal["auto", "stream", "poll"]
 #: Status reads of a wait are sent once each: the wait backs off and tries again itself.
 SINGLE_ATTEMPT = protocol.RetryPolicy(max_attempts=1)
 #: The frames of one chunk of an event stream (none for a keep-alive).
@@ -273,33 +272,32 @@ class NoxusHook(BaseHook):
         run_id: str,
         options: WaitOptions,
         *,
-        timeout: float | None = None,
+        deadline: float | None = None,
         log: Any = None,
         on_event: Callable[[protocol.RunEvent], None] | None = None,
     ) -> WaitOutcome:
-        """Block until the run ends, ``timeout`` passes or waiting fails; say how it ended.
+        """Block until the run ends, ``deadline`` passes or waiting fails; say how it ended.
 
-        The same wait as the trigger's (:mod:`airflow_provider_noxus.wait`), driven with blocking I/O.
+        The same wait as the trigger's (:meth:`NoxusAsyncClient.a_wait`), driven with blocking I/O.
 
         :param options: strategy, poll interval, human-feedback handling.
-        :param timeout: seconds after which the outcome is ``timeout``; None waits without limit.
+        :param deadline: epoch seconds (``time.time``) at which the outcome is ``timeout``; None waits
+            without limit.
         :param log: where progress goes (default the hook's logger).
         :param on_event: called with each event-stream frame.
         """
-        timeout = check_timeout("timeout", timeout)
         settings = self.settings
         wait = RunWait(
             run_id,
             workflow_id,
             options,
-            stream=options.strategy != "poll",
-            deadline=None if timeout is None else time.monotonic() + timeout,
-            clock=time.monotonic,
+            stream=streams(options.strategy),
+            deadline=deadline,
+            clock=time.time,
             log=log or self.log,
             request_timeout=settings.timeout,
             max_backoff=settings.retry_policy.backoff_max,
         )
-
         return drive(wait, _BlockingWaitIO(self, run_id, on_event))
 
     def wait_for_run(
@@ -308,12 +306,13 @@ class NoxusHook(BaseHook):
         run_id: str,
         *,
         strategy: WaitStrategy = "auto",
-        poll_interval: float = 5.0,
+        poll_interval: float = DEFAULT_POLL_INTERVAL_S,
         timeout: float | None = None,
         on_event: Callable[[protocol.RunEvent], None] | None = None,
         fail_on_human_feedback: bool = False,
     ) -> dict[str, Any]:
-        """Block until the run reaches a final status; return it with its output, whatever the status.
+        """Block until the run reaches a final status; return it with its output, whatever the status
+        (read from an answer that says that status).
 
         Transient errors (5xx, 429, timeouts, resets) never end the wait: it backs off and goes on
         until ``timeout``.
@@ -331,19 +330,23 @@ class NoxusHook(BaseHook):
             poll_interval=poll_interval,
             on_human_feedback="fail" if fail_on_human_feedback else "wait",
         )
-        outcome = self.wait(workflow_id, run_id, options, timeout=timeout, on_event=on_event)
-        if outcome.status == OUTCOME_ERROR:
-            outcome.raise_error()
-        if outcome.status == OUTCOME_TIMEOUT or outcome.refused_feedback:
-            error_class = NoxusRunTimeoutError if outcome.status == OUTCOME_TIMEOUT else NoxusRunError
-            raise error_class(
-                outcome.message + (" It was not stopped." if outcome.status == OUTCOME_TIMEOUT else ""),
-                status=outcome.run_status,
-                run_url=self.run_url(workflow_id, run_id),
-                run_id=run_id,
-                workflow_id=workflow_id,
-            )
-        return self.get_run(workflow_id, run_id)
+        timeout = check_timeout("timeout", timeout)
+        deadline = None if timeout is None else time.time() + timeout
+        outcome = self.wait(workflow_id, run_id, options, deadline=deadline, on_event=on_event)
+        run_url = self.run_url(workflow_id, run_id)
+        if not outcome.run_ended:
+            limits = "no limit set" if timeout is None else f"timeout={timeout:g} s"
+            error = outcome_error(outcome, run_url=run_url, limits=limits, stop_note="it was not stopped")
+            assert error is not None, "an unfinished wait is an error"
+            raise error
+
+        def perform(step: ResultStep) -> Any:
+            if isinstance(step, Pause):
+                return self._sleep(step.seconds)
+            assert isinstance(step, ReadRun), "reading a final run never stops it"
+            return self.get_run(workflow_id, run_id)
+
+        return dict(run_steps(final_run(outcome, run_url), perform))
 
     def test_connection(self) -> tuple[bool, str]:
         """One ``GET /v1/admin/me``, no retry; a message a person can act on."""
@@ -552,6 +555,10 @@ class _BlockingWaitIO:
         request = protocol.get_run_status_request(self._run_id, timeout=timeout)
         return self._hook._transport.call_json(request, policy=SINGLE_ATTEMPT)
 
+    def await_status(self, timeout: float) -> Mapping[str, Any]:
+        """A worker has no shared watcher: awaiting the status is reading it."""
+        return self.read_status(timeout)
+
     def open_stream(self, last_event_id: str | None, timeout: float) -> None:
         self.close()
         self._stream = self._hook._event_batches(self._run_id, last_event_id, timeout)
@@ -570,7 +577,8 @@ class _BlockingWaitIO:
 
 
 class _AsyncWaitIO:
-    """The I/O of :meth:`NoxusAsyncClient.a_wait`: each step bounded by its timeout."""
+    """The I/O of :meth:`NoxusAsyncClient.a_wait` (:class:`~airflow_provider_noxus.wait.AsyncWaitIO`):
+    each step bounded by its timeout."""
 
     def __init__(self, client: NoxusAsyncClient, run_id: str, watch_status: StatusWatch | None) -> None:
         self._client = client
@@ -583,7 +591,8 @@ class _AsyncWaitIO:
         await self._client._transport.sleep(seconds)
 
     async def await_status(self, timeout: float) -> Mapping[str, Any]:
-        assert self._watch_status is not None, "a wait without a watcher is never told to await"
+        if self._watch_status is None:  # no watcher: awaiting the status is reading it
+            return await self.read_status(timeout)
         bound = None if math.isinf(timeout) else timeout
         run = await asyncio.wait_for(self._watch_status(self._last_signature), bound)
         self._last_signature = run_signature(run)

@@ -83,6 +83,9 @@ class NoxusRunOperator(NoxusRunWaitMixin, BaseOperator):
     :param noxus_conn_id: the Noxus connection. (templated)
     :param wait_for_completion: wait for the run and return its output; False returns the run id.
     :param deferrable: wait in the triggerer, freeing the worker slot; False waits on the worker.
+    :param end_from_trigger: with ``deferrable``, the trigger ends the task (its output, or its error
+        in the task log) instead of resuming it on a worker; the task resumes on a worker all the same
+        when it must (see :meth:`resume_reason`, and the README's "Ending in the triggerer").
     :param use_sync_endpoint: create the run with the sync endpoint (one blocking call, for short
         flows); when the server gives up after 120 s the task waits on that same run.
     :param wait_strategy: ``stream``, ``poll`` or ``auto``; see :class:`NoxusRunTrigger`.
@@ -127,6 +130,7 @@ class NoxusRunOperator(NoxusRunWaitMixin, BaseOperator):
         noxus_conn_id: str = NoxusHook.default_conn_name,
         wait_for_completion: bool = True,
         deferrable: bool = True,
+        end_from_trigger: bool = True,
         use_sync_endpoint: bool = False,
         wait_strategy: str = "auto",
         poll_interval: float = DEFAULT_POLL_INTERVAL_S,
@@ -180,6 +184,10 @@ class NoxusRunOperator(NoxusRunWaitMixin, BaseOperator):
         self.noxus_conn_id = noxus_conn_id
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
+        #: ``end_from_trigger`` under another name: Airflow refuses to load a DAG whose task has an
+        #: ``end_from_trigger`` attribute while listener plugins are registered; this task resumes on
+        #: a worker then instead (:meth:`resume_reason`).
+        self.ends_in_triggerer = end_from_trigger
         self.use_sync_endpoint = use_sync_endpoint
         self.cancel_on_kill = cancel_on_kill
         self.output_keys_by_id = output_keys_by_id
@@ -190,6 +198,8 @@ class NoxusRunOperator(NoxusRunWaitMixin, BaseOperator):
         #: The record of a create in flight (sent, no answer yet), for on_kill.
         self._create_in_flight: RunRecord | None = None
         self._killed = False
+        #: Whether the run this try works on is proven this task's own (an adopted one is not).
+        self._run_is_own = True
 
     # ---- execute: the task instance's run, found or created -------------------------------
 
@@ -217,8 +227,8 @@ class NoxusRunOperator(NoxusRunWaitMixin, BaseOperator):
             run = self._create(ledger, intent, inputs, max_tries)
         run_id = str(run["id"])
         self._active_run_id = run_id
-        self.owns_run = ledger.record is None or ledger.record.own
-        if not self.owns_run and self.deferrable and not ledger.durable:
+        self._run_is_own = ledger.record is None or ledger.record.own
+        if not self._run_is_own and self.deferrable and not ledger.durable:
             self.log.info(
                 "Waiting for adopted Noxus run %s on the worker: before Airflow 3.3 a deferred task cannot "
                 "carry over that this run is not to be stopped by it.",
@@ -430,12 +440,18 @@ class NoxusRunOperator(NoxusRunWaitMixin, BaseOperator):
 
     # ---- execute_complete and the result (the wait is in task_wait) -------------------------
 
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
-        self._active_run_id = str(event["run_id"])
+    def execute_complete(self, context: Context, event: dict[str, Any] | str) -> Any:
+        if isinstance(event, Mapping):
+            self._active_run_id = str(event["run_id"])
+        else:  # a task the trigger ended, resumed all the same (``airflow dags test``)
+            self._active_run_id = self.waited_run_id(context)
         record = self._stored_ledger(context).record
-        # An adopted run (not proven this task's) is not stopped on a timeout or refused feedback.
-        self.owns_run = record is None or record.run_id != self._active_run_id or record.own
+        self._run_is_own = record is None or record.run_id != self._active_run_id or record.own
         return super().execute_complete(context, event)
+
+    def may_stop_run(self, run_id: str) -> bool:
+        """A run adopted after a lost create answer, not proven this task's own, is never stopped."""
+        return self._run_is_own
 
     @staticmethod
     def _stored_ledger(context: Context) -> RunLedger:

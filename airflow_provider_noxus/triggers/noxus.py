@@ -1,10 +1,19 @@
 """NoxusRunTrigger: waits for a Noxus run in the triggerer, by event stream or by polling.
 
-The trigger only reads the run (and stops it when the task is killed); it never creates one. The wait
-itself is :mod:`airflow_provider_noxus.wait`, the same as a blocking wait on a worker; the trigger
-chooses whether to stream, reads statuses through the watcher its workflow's triggers share
-(:mod:`~airflow_provider_noxus.triggers.status_watcher`), runs the wait in the triggerer's event loop
-and emits exactly one event: the :class:`~airflow_provider_noxus.wait.WaitOutcome`, whatever happens.
+The trigger only reads the run (and stops it when the task is killed, or, ending the task, on its
+timeout or refused feedback); it never creates one. The wait itself is
+:mod:`airflow_provider_noxus.wait`, the same as a blocking wait on a worker; the trigger takes a
+streaming slot (:func:`~airflow_provider_noxus.wait.streams`), reads statuses through the watcher its
+workflow's triggers share (:mod:`~airflow_provider_noxus.triggers.status_watcher`), runs the wait in
+the triggerer's event loop and emits exactly one event, whatever happens:
+
+- with ``end_from_trigger``, the task's end: :class:`TaskSuccessEvent` with the output as the task's
+  return value (and the run's id and link in XCom), or :class:`TaskFailedEvent` after logging the
+  error to the task's log; the result is :func:`~airflow_provider_noxus.run_result.task_result`, as
+  on a worker. An error that must fail the task without its retries (a refused key, an output over
+  the size limit), and any failure on Airflow 2 (whose failed event skips the retries), resumes the
+  task on a worker instead, which raises it there;
+- else the :class:`~airflow_provider_noxus.wait.WaitOutcome`, for the task's ``execute_complete``.
 """
 
 from __future__ import annotations
@@ -15,17 +24,39 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from airflow_provider_noxus._compat import (
+    AIRFLOW_V_3_0_PLUS,
+    AirflowFailException,
     AirflowNotFoundException,
     BaseTrigger,
+    TaskFailedEvent,
+    TaskSuccessEvent,
     TriggerEvent,
     atask_instance_state,
 )
 from airflow_provider_noxus.connection import CONNECTION_CACHE
 from airflow_provider_noxus.exceptions import NoxusAuthError, NoxusError
-from airflow_provider_noxus.hooks.noxus import NoxusHook
+from airflow_provider_noxus.hooks.noxus import NoxusAsyncClient, NoxusHook
+from airflow_provider_noxus.links.noxus import XCOM_RUN_ID_KEY, XCOM_RUN_URL_KEY
+from airflow_provider_noxus.outputs import import_model, output_check
 from airflow_provider_noxus.protocol import check_id
+from airflow_provider_noxus.run_result import (
+    Pause,
+    ReadRun,
+    ResultRules,
+    ResultStep,
+    StopRun,
+    arun_steps,
+    task_result,
+)
 from airflow_provider_noxus.triggers.status_watcher import WatcherSeat
-from airflow_provider_noxus.wait import OUTCOME_ERROR, WaitOptions, WaitOutcome
+from airflow_provider_noxus.wait import (
+    DEFAULT_POLL_INTERVAL_S,
+    OUTCOME_SUCCESS,
+    WaitOptions,
+    WaitOutcome,
+    error_outcome,
+    streams,
+)
 
 #: ``auto`` streams while fewer triggers than this follow an event stream in this process, else polls.
 #: Streaming wakes within milliseconds and costs less CPU per run than polling, but holds one socket
@@ -33,8 +64,10 @@ from airflow_provider_noxus.wait import OUTCOME_ERROR, WaitOptions, WaitOutcome
 #: streams and the request pool fit a default-capacity triggerer (1,000 triggers) under a common
 #: 1,024 open-files limit. See BENCHMARKS.md, "The decision for auto".
 AUTO_STREAM_MAX_CONCURRENT = 500
-#: Bound of the stop request sent by :meth:`NoxusRunTrigger.on_kill`.
+#: Bound of a stop request sent by the trigger (on kill, timeout or refused feedback).
 ON_KILL_TIMEOUT_S = 20.0
+#: The XCom key of a task's return value.
+RETURN_VALUE_KEY = "return_value"
 
 
 def auto_stream_limit() -> int:
@@ -59,9 +92,9 @@ class StreamingTriggers:
     @classmethod
     @contextlib.contextmanager
     def slot(cls, strategy: str) -> Iterator[_StreamSlot]:
-        """A streaming slot for a wait with ``strategy``: ``stream`` always gets one, ``auto`` while
-        fewer than :func:`auto_stream_limit` triggers stream, ``poll`` never. Freed on every exit."""
-        held = strategy == "stream" or (strategy == "auto" and cls.active < auto_stream_limit())
+        """A streaming slot for a wait with ``strategy`` when it :func:`streams`, ``auto`` while fewer
+        than :func:`auto_stream_limit` triggers stream. Freed on every exit."""
+        held = streams(strategy, room=cls.active < auto_stream_limit())
         slot = _StreamSlot(held)
         if held:
             cls.active += 1
@@ -84,7 +117,7 @@ class _StreamSlot:
 
 
 class NoxusRunTrigger(BaseTrigger):
-    """Wait for a Noxus run to end, in the triggerer; emit one event with the outcome.
+    """Wait for a Noxus run to end, in the triggerer; emit one event: the task's end, or the outcome.
 
     :param noxus_conn_id: the Noxus connection (read asynchronously when the trigger runs).
     :param workflow_id: the run's workflow.
@@ -95,10 +128,22 @@ class NoxusRunTrigger(BaseTrigger):
     :param wait_strategy: ``stream`` (follow the run's event stream, falling back to polling when
         streaming keeps failing), ``poll``, or ``auto`` (stream while fewer than
         :func:`auto_stream_limit` triggers of this process stream, else poll).
-    :param last_event_id: event-stream id to resume after.
+    :param last_event_id: accepted from triggers serialized by 0.1.0, and ignored.
     :param on_human_feedback: ``wait`` keeps waiting while the run awaits human feedback; ``fail``
         ends the wait with a ``failed`` event.
     :param cancel_on_kill: stop the run when a user kills the deferred task (Airflow 3.3+).
+    :param end_from_trigger: end the task here (success with the output, or failure) instead of
+        resuming it on a worker.
+    :param may_stop_run: ending the task, stop the run on timeout or refused feedback.
+    :param max_output_bytes: ending the task, the largest output (JSON) it may return.
+    :param limits: ending the task, the wait's limits in words, for a timeout's message.
+    :param push_output: ending the task, push the output as its return value (``do_xcom_push``).
+    :param push_run_link: ending the task, push the run's id and link to XCom (a task started in the
+        triggerer; a task that ran on a worker pushed them there, and Airflow stores a trigger's XComs
+        JSON-encoded once more).
+    :param output_model: ending the task, the import path of the pydantic model its output must fit
+        (:mod:`~airflow_provider_noxus.outputs`); a model the triggerer cannot import resumes the task
+        on a worker.
     """
 
     #: Read statuses through the watcher shared by the triggers of a workflow (one list request for up
@@ -111,11 +156,18 @@ class NoxusRunTrigger(BaseTrigger):
         workflow_id: str,
         run_id: str,
         deadline: float | None = None,
-        poll_interval: float = 5.0,
+        poll_interval: float = DEFAULT_POLL_INTERVAL_S,
         wait_strategy: str = "auto",
         last_event_id: str | None = None,
         on_human_feedback: str = "wait",
         cancel_on_kill: bool = True,
+        end_from_trigger: bool = False,
+        may_stop_run: bool = False,
+        max_output_bytes: int | None = None,
+        limits: str = "no limit set",
+        push_output: bool = True,
+        push_run_link: bool = False,
+        output_model: str | None = None,
     ) -> None:
         super().__init__()
         self.options = WaitOptions(
@@ -125,8 +177,14 @@ class NoxusRunTrigger(BaseTrigger):
         self.workflow_id = workflow_id
         self.run_id = run_id
         self.deadline = deadline
-        self.last_event_id = last_event_id
         self.cancel_on_kill = cancel_on_kill
+        self.end_from_trigger = end_from_trigger
+        self.may_stop_run = may_stop_run
+        self.max_output_bytes = max_output_bytes
+        self.limits = limits
+        self.push_output = push_output
+        self.push_run_link = push_run_link
+        self.output_model = output_model
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -138,14 +196,21 @@ class NoxusRunTrigger(BaseTrigger):
                 "deadline": self.deadline,
                 "poll_interval": self.options.poll_interval,
                 "wait_strategy": self.options.strategy,
-                "last_event_id": self.last_event_id,
                 "on_human_feedback": self.options.on_human_feedback,
                 "cancel_on_kill": self.cancel_on_kill,
+                "end_from_trigger": self.end_from_trigger,
+                "may_stop_run": self.may_stop_run,
+                "max_output_bytes": self.max_output_bytes,
+                "limits": self.limits,
+                "push_output": self.push_output,
+                "push_run_link": self.push_run_link,
+                "output_model": self.output_model,
             },
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Wait for the run and yield one event; every client opened here is closed on every path."""
+        task_end: TriggerEvent | None = None
         try:
             check_id(self.run_id)
             check_id(self.workflow_id)
@@ -162,27 +227,70 @@ class NoxusRunTrigger(BaseTrigger):
                             deadline=self.deadline,
                             log=self.log,
                             stream=slot.held,
-                            last_event_id=self.last_event_id,
                             on_polling=slot.release,
                             watch_status=seat if self.shared_status_checks else None,
                         )
+                if self.end_from_trigger:
+                    task_end = await self._end_task(client, outcome)
         except AirflowNotFoundException as error:
-            outcome = self._error(f"Noxus connection {self.noxus_conn_id!r} not found: {error}", error)
+            message = f"Noxus connection {self.noxus_conn_id!r} not found: {error}"
+            outcome = error_outcome(self.run_id, self.workflow_id, error, message=message)
         except NoxusError as error:
-            outcome = self._error(f"Stopped waiting for Noxus run {self.run_id}: {error}", error)
+            outcome = error_outcome(self.run_id, self.workflow_id, error)
         if outcome.error_type == NoxusAuthError.__name__:
             CONNECTION_CACHE.forget(self.noxus_conn_id)
-        yield TriggerEvent(outcome.to_event())
+        yield task_end or TriggerEvent(outcome.to_event())
 
-    def _error(self, message: str, error: BaseException) -> WaitOutcome:
-        return WaitOutcome(
-            OUTCOME_ERROR,
-            self.run_id,
-            self.workflow_id,
-            message,
-            last_event_id=self.last_event_id,
-            error_type=type(error).__name__ if isinstance(error, NoxusError) else None,
+    async def _end_task(self, client: NoxusAsyncClient, outcome: WaitOutcome) -> TriggerEvent | None:
+        """The event that ends the task for ``outcome``, or None to resume it on a worker (which then
+        fails it the way it must: see the module's docstring). The error is logged to the task's log."""
+        if not AIRFLOW_V_3_0_PLUS and outcome.status != OUTCOME_SUCCESS:
+            self.log.info(
+                "The task resumes on a worker to fail: Airflow 2 skips the retries of a task failed here."
+            )
+            return None
+        run_url = client.run_url(self.workflow_id, self.run_id)
+        model = None
+        if self.output_model:
+            try:  # an import reads files: not on the event loop
+                model = await asyncio.to_thread(import_model, self.output_model)
+            except Exception as error:
+                self.log.info("The task resumes on a worker to check its output: %s", error)
+                return None
+        rules = ResultRules(
+            run_url=run_url,
+            limits=self.limits,
+            may_stop=self.may_stop_run,
+            max_output_bytes=self.max_output_bytes,
+            noxus_conn_id=self.noxus_conn_id,
+            check_output=output_check(
+                model, workflow_id=self.workflow_id, run_id=self.run_id, run_url=run_url
+            ),
         )
+
+        async def perform(step: ResultStep) -> Any:
+            if isinstance(step, StopRun):
+                return await self._stop(client, step.reason)
+            if isinstance(step, Pause):
+                return await asyncio.sleep(step.seconds)
+            assert isinstance(step, ReadRun)
+            return await client.a_get_run(self.workflow_id, self.run_id)
+
+        try:
+            output = await arun_steps(task_result(outcome, rules), perform)
+        except NoxusError as error:
+            if isinstance(error, AirflowFailException) or not AIRFLOW_V_3_0_PLUS:
+                self.log.info("The task resumes on a worker to fail without retries: %s", error)
+                return None
+            self.log.error("%s", error)
+            return TaskFailedEvent()
+        self.log.info("Noxus run %s completed; the task ends here with its output.", self.run_id)
+        xcoms: dict[str, Any] = {}
+        if self.push_run_link:
+            xcoms.update({XCOM_RUN_ID_KEY: self.run_id, XCOM_RUN_URL_KEY: run_url})
+        if self.push_output:
+            xcoms[RETURN_VALUE_KEY] = output
+        return TaskSuccessEvent(xcoms=xcoms)
 
     async def on_kill(self) -> None:
         """Stop the run when a user kills the deferred task (Airflow 3.3+); best effort, bounded.
@@ -206,13 +314,30 @@ class NoxusRunTrigger(BaseTrigger):
 
         async def stop() -> None:
             async with NoxusHook(self.noxus_conn_id).async_client() as client:
-                await client.a_stop_run(self.run_id, workflow_id=self.workflow_id)
+                await self._stop(client, "task killed")
 
-        try:
+        try:  # the connection's read too is bounded, within Airflow's on_kill_timeout
             await asyncio.wait_for(stop(), timeout=ON_KILL_TIMEOUT_S)
         except Exception as error:
             self.log.warning(
                 "Could not stop Noxus run %s of workflow %s: %s", self.run_id, self.workflow_id, error
             )
+
+    async def _stop(self, client: NoxusAsyncClient, reason: str) -> None:
+        """Ask Noxus to stop the run; best effort, bounded by :data:`ON_KILL_TIMEOUT_S`, errors logged."""
+        try:
+            await asyncio.wait_for(
+                client.a_stop_run(self.run_id, workflow_id=self.workflow_id), timeout=ON_KILL_TIMEOUT_S
+            )
+        except Exception as error:
+            self.log.warning(
+                "Could not stop Noxus run %s of workflow %s (%s): %s",
+                self.run_id,
+                self.workflow_id,
+                reason,
+                error,
+            )
         else:
-            self.log.info("Asked Noxus to stop run %s of workflow %s.", self.run_id, self.workflow_id)
+            self.log.info(
+                "Asked Noxus to stop run %s of workflow %s (%s).", self.run_id, self.workflow_id, reason
+            )

@@ -107,8 +107,10 @@ def noxus_run_id(airflow: Any, dag_id: str, run_id: str, task_id: str) -> str:
 
 
 def failure_text(airflow: Any, dag_id: str, run_id: str, task_id: str) -> str:
-    """Error lines of the task's logs (what a user reads to learn why it failed)."""
-    records = log_records(attempt_logs(airflow, dag_id, run_id, task_id))
+    """Error lines of the task's logs, its trigger's included (a task that ends in the triggerer logs
+    its error there): what a user reads to learn why it failed."""
+    folder = airflow.task_log_dir / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
+    records = log_records(sorted(folder.glob("attempt=*")))
     lines = [
         f"{record.get('event', '')} {record.get('error_detail', '')}"
         for record in records
@@ -269,7 +271,10 @@ def test_marking_a_deferred_task_failed_stops_its_run(airflow: Any, emulator: An
     noxus_run = noxus_run_id(airflow, "e2e_mark_failed", run_id, "long_run")
     # Airflow calls a trigger's on_kill only once a triggerer runs it: a task marked failed in the
     # second between its deferral and the triggerer's pick-up leaves its run going (README, "Kill").
-    # The trigger's first status read (it polls; nothing else runs now) says it is running.
+    # The trigger's log file says a triggerer runs it (a status read alone may be a previous test's
+    # watcher reading once more), and its first status read says it is past its start.
+    task_logs = airflow.task_log_dir / "dag_id=e2e_mark_failed" / f"run_id={run_id}" / "task_id=long_run"
+    wait_until(lambda: list(task_logs.glob("attempt=*.trigger.*")), 60, "a triggerer to run the trigger")
     wait_until(lambda: status_reads() > reads_before, 60, "the trigger's first status read")
 
     airflow.set_task_instance_state("e2e_mark_failed", run_id, "long_run", "failed")

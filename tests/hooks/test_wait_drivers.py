@@ -28,7 +28,8 @@ def wait(request: pytest.FixtureRequest) -> Wait:
     def blocking(
         hook: NoxusHook, workflow_id: str, run_id: str, timeout: float | None = 60, **kw: Any
     ) -> WaitOutcome:
-        return hook.wait(workflow_id, run_id, WaitOptions(**kw), timeout=timeout)
+        deadline = None if timeout is None else time.time() + timeout
+        return hook.wait(workflow_id, run_id, WaitOptions(**kw), deadline=deadline)
 
     def in_event_loop(
         hook: NoxusHook, workflow_id: str, run_id: str, timeout: float | None = 60, **kw: Any
@@ -191,4 +192,4 @@ def test_an_untrusted_certificate_ends_the_wait(
     outcome = wait(hook, "wf-1", "run-1", timeout=30, strategy=strategy, poll_interval=0.05)
     assert (outcome.status, outcome.error_type) == ("error", "NoxusTLSError")
     with pytest.raises(NoxusTLSError, match="certificate verify failed"):
-        outcome.raise_error()
+        raise outcome.as_error()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import time
 from typing import Any
 
 import pytest
@@ -231,7 +232,8 @@ def test_a_status_read_without_a_status_is_waited_through_with_one_warning(
     server = serve(handler)
     hook = connect(server.url)
     with caplog.at_level("WARNING"):
-        outcome = hook.wait("wf-1", "run-1", WaitOptions(strategy="poll", poll_interval=0.05), timeout=20)
+        options = WaitOptions(strategy="poll", poll_interval=0.05)
+        outcome = hook.wait("wf-1", "run-1", options, deadline=time.time() + 20)
     assert outcome.status == "success"
     # Airflow 2 writes each record to logging and to stdout: count in each place, not in both.
     stdout = capsys.readouterr().out

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+from datetime import timedelta
 from typing import Any
 
 import pytest
-from support.noxus_tasks import defer_only, make_context, run_task, use_fast_connection
+from support.noxus_tasks import defer_only, first_trigger_event, make_context, run_task, use_fast_connection
 
+from airflow_provider_noxus._compat import AIRFLOW_V_3_3_PLUS, TaskSuccessEvent
 from airflow_provider_noxus.exceptions import NoxusRunError, NoxusRunTimeoutError
 from airflow_provider_noxus.hooks.noxus import NoxusHook
 from airflow_provider_noxus.sensors.noxus import NoxusRunSensor
+from airflow_provider_noxus.triggers.noxus import NoxusRunTrigger
 
 
 @pytest.fixture
@@ -22,6 +27,7 @@ def sensor_for(emu: Any, workflow: str, inputs: dict[str, Any], **kwargs: Any) -
     workflow_id = emu.control.workflow_id(workflow)
     run_id = NoxusHook().create_run(workflow_id, inputs)["id"]
     kwargs.setdefault("poll_interval", 0.05)
+    kwargs.setdefault("end_from_trigger", False)
     return NoxusRunSensor(task_id="wait", run_id=run_id, workflow_id=workflow_id, **kwargs)
 
 
@@ -83,3 +89,48 @@ def test_bad_arguments_fail_at_parse(kwargs: dict[str, Any], message: str) -> No
     kwargs = {"run_id": "r", "workflow_id": "w", **kwargs}
     with pytest.raises(ValueError, match=message):
         NoxusRunSensor(task_id="s", **kwargs)
+
+
+# ---- start_from_trigger: no worker at all ---------------------------------------------------------
+
+
+def test_start_from_trigger_gives_the_scheduler_a_trigger_that_ends_the_task(emu: Any) -> None:
+    workflow_id = emu.control.workflow_id("echo")
+    run_id = NoxusHook().create_run(workflow_id, {"text": "seen"})["id"]
+    sensor = NoxusRunSensor(
+        task_id="wait", run_id=run_id, workflow_id=workflow_id, start_from_trigger=True, poll_interval=0.05
+    )
+    args = sensor.start_trigger_args
+    assert args is not None and args.next_method == "execute_complete"
+    assert args.trigger_cls == "airflow_provider_noxus.triggers.noxus.NoxusRunTrigger"
+    kwargs = dict(args.trigger_kwargs or {})
+    assert json.loads(json.dumps(kwargs)) == kwargs, "plain values only"
+    assert emu.api_key not in json.dumps(kwargs)
+    assert (kwargs["end_from_trigger"], kwargs["may_stop_run"], kwargs["cancel_on_kill"]) == (
+        True,
+        False,
+        False,
+    )
+    assert args.timeout == timedelta(seconds=sensor.timeout)
+    event = asyncio.run(asyncio.wait_for(first_trigger_event(NoxusRunTrigger(**kwargs)), 60))
+    assert isinstance(event, TaskSuccessEvent)
+    assert event.xcoms == {
+        "return_value": {"text": "seen"},
+        "run_id": run_id,
+        "run_url": NoxusHook().run_url(workflow_id, run_id),
+    }
+
+
+def test_start_from_trigger_needs_a_deferrable_sensor_that_ends_in_the_triggerer() -> None:
+    with pytest.raises(ValueError, match="needs deferrable=True and end_from_trigger=True"):
+        NoxusRunSensor(
+            task_id="s", run_id="r", workflow_id="w", start_from_trigger=True, end_from_trigger=False
+        )
+
+
+@pytest.mark.skipif(AIRFLOW_V_3_3_PLUS, reason="Airflow 3.3 renders templates in the triggerer")
+def test_start_from_trigger_with_templates_is_refused_at_parse_before_airflow_3_3() -> None:
+    with pytest.raises(ValueError, match=r"templated run_id needs Airflow 3\.3"):
+        NoxusRunSensor(
+            task_id="s", run_id="{{ ti.xcom_pull('start') }}", workflow_id="w", start_from_trigger=True
+        )

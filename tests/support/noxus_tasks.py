@@ -1,7 +1,9 @@
 """Helpers to run the Noxus operator, sensor and trigger in plain pytest, against the emulator.
 
 Airflow's task runner is not used: ``run_task`` calls ``execute``, runs the deferred trigger itself
-when the task defers, then calls the method the task named. The task instance is a small stand-in
+when the task defers, then calls the method the task named, or, when the trigger ended the task
+(``end_from_trigger``), does what Airflow does with its event: pushes its XComs and returns the
+return value, or raises :class:`TaskFailedInTriggerer`. The task instance is a small stand-in
 that records XCom pushes (the real one needs Airflow's supervisor); the real path is exercised by
 ``airflow dags test`` (tests/operators/test_noxus_dags.py) and the e2e suite.
 """
@@ -15,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_noxus._compat import AIRFLOW_V_3_0_PLUS, BaseTrigger
+from airflow_provider_noxus._compat import AIRFLOW_V_3_0_PLUS, BaseTrigger, TaskFailedEvent, TaskSuccessEvent
 
 if AIRFLOW_V_3_0_PLUS:
     from airflow.sdk.exceptions import TaskDeferred
@@ -42,9 +44,7 @@ class FakeTaskInstance:
     """What the operator reads from ``context["ti"]``: XCom pushes, start date, try number, and
     ``max_tries`` (which Airflow raises when it clears a task instance)."""
 
-    def __init__(
-        self, try_number: int = 1, start_date: datetime | None = None, max_tries: int = 0
-    ) -> None:
+    def __init__(self, try_number: int = 1, start_date: datetime | None = None, max_tries: int = 0) -> None:
         self.xcom: dict[str, Any] = {}
         self.try_number = try_number
         self.max_tries = max_tries
@@ -74,23 +74,40 @@ def make_context(ti: FakeTaskInstance | None = None, store: DictStateStore | Non
     return context
 
 
-async def first_event(trigger: BaseTrigger) -> dict[str, Any]:
-    """Run ``trigger`` until its first event and return the payload (closing the generator)."""
+class TaskFailedInTriggerer(Exception):
+    """The trigger ended the task as failed (its error is in the trigger's log)."""
+
+
+async def first_trigger_event(trigger: BaseTrigger) -> Any:
+    """Run ``trigger`` until its first event and return it (closing the generator)."""
     events = trigger.run()
     try:
-        event = await events.__anext__()
+        return await events.__anext__()
     finally:
         await events.aclose()
-    return event.payload
+
+
+async def first_event(trigger: BaseTrigger) -> dict[str, Any]:
+    """Run ``trigger`` until its first event and return the payload (closing the generator)."""
+    event = await first_trigger_event(trigger)
+    return event.payload  # type: ignore[no-any-return]
 
 
 def run_task(task: Any, context: dict[str, Any]) -> Any:
-    """``execute`` the task; when it defers, run the trigger to its event and resume the task."""
+    """``execute`` the task; when it defers, run the trigger to its event and resume the task, or end it
+    as Airflow does when the trigger ended it."""
     try:
         return task.execute(context)
     except TaskDeferred as deferred:
-        event = asyncio.run(first_event(deferred.trigger))
-        return getattr(task, deferred.method_name)(context, **(deferred.kwargs or {}), event=event)
+        event = asyncio.run(first_trigger_event(deferred.trigger))
+        if isinstance(event, TaskSuccessEvent):
+            xcoms = dict(event.xcoms or {})
+            for key, value in xcoms.items():
+                context["ti"].xcom_push(key=key, value=value)
+            return xcoms.get("return_value")
+        if isinstance(event, TaskFailedEvent):
+            raise TaskFailedInTriggerer(f"task {task.task_id} failed in the triggerer") from None
+        return getattr(task, deferred.method_name)(context, **(deferred.kwargs or {}), event=event.payload)
 
 
 def defer_only(task: Any, context: dict[str, Any]) -> TaskDeferred:
@@ -101,10 +118,13 @@ def defer_only(task: Any, context: dict[str, Any]) -> TaskDeferred:
 
 
 def make_operator(emu: Any, workflow: str, inputs: dict[str, Any] | None = None, **kwargs: Any) -> Any:
-    """A NoxusRunOperator on one of the emulator's workflows, polling every 0.05 s."""
+    """A NoxusRunOperator on one of the emulator's workflows, polling every 0.05 s; unless told, it
+    resumes on the worker (``end_from_trigger=False``: tests/operators/test_end_from_trigger.py covers
+    the tasks that end in the triggerer)."""
     from airflow_provider_noxus.operators.noxus import NoxusRunOperator
 
     kwargs.setdefault("poll_interval", 0.05)
+    kwargs.setdefault("end_from_trigger", False)
     return NoxusRunOperator(
         task_id=f"run_{workflow}", workflow_id=emu.control.workflow_id(workflow), inputs=inputs, **kwargs
     )

@@ -56,10 +56,12 @@ def test_serialize_round_trips_with_plain_values_and_no_secret(emu: Any) -> None
     assert json.loads(json.dumps(kwargs)) == kwargs
     assert set(kwargs) == {
         "noxus_conn_id", "workflow_id", "run_id", "deadline", "poll_interval", "wait_strategy",
-        "last_event_id", "on_human_feedback", "cancel_on_kill",
+        "on_human_feedback", "cancel_on_kill", "end_from_trigger", "may_stop_run", "max_output_bytes",
+        "limits", "push_output", "push_run_link",
     }  # fmt: skip
     assert emu.api_key not in repr(trigger)
     assert emu.api_key not in json.dumps(kwargs)
+    assert "last_event_id" not in kwargs, "accepted from 0.1.0's triggers, never kept"
 
 
 @pytest.mark.parametrize(
