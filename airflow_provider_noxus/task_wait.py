@@ -243,7 +243,10 @@ class NoxusRunWaitMixin:
 
     def waited_run_id(self, context: Context) -> str:
         """The run this task waits for, as pushed to XCom before the wait."""
-        return str(context["ti"].xcom_pull(task_ids=context["ti"].task_id, key=XCOM_RUN_ID_KEY))
+        ti = context["ti"]
+        # This map index only: a mapped task's pull by task id alone gives every mapped run id.
+        map_index = getattr(ti, "map_index", -1)
+        return str(ti.xcom_pull(task_ids=ti.task_id, key=XCOM_RUN_ID_KEY, map_indexes=map_index))
 
     # ---- the outcome -----------------------------------------------------------------------
 

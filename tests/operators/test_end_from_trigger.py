@@ -225,7 +225,7 @@ def test_a_task_with_outlets_resumes_on_the_worker(emu: Any, task_log: Any) -> N
         from airflow.sdk import Asset
     else:
         from airflow.datasets import Dataset as Asset  # type: ignore[no-redef]
-    task = ending(emu, "echo", {"text": "hi"}, outlets=[Asset("noxus://summaries")])
+    task = ending(emu, "echo", {"text": "hi"}, outlets=[Asset("s3://bucket/summaries")])
     assert type(fire(defer_only(task, make_context()).trigger)) is TriggerEvent
     assert "the task has outlets" in task_log()
 
@@ -293,3 +293,43 @@ def test_a_retry_reattaches_to_a_run_whose_trigger_never_ended_the_task(emu: Any
     assert run_task(ending(emu, "slow", {"seconds": 1}), retry) is not None
     assert emu.control.counters()["runs_created_total"] == 1
     assert retry["ti"].xcom["run_id"] == first["ti"].xcom["run_id"]
+
+
+# ---- output_model -----------------------------------------------------------------------------
+
+
+def test_an_importable_output_model_is_checked_in_the_triggerer(emu: Any) -> None:
+    from support.output_models import EchoedText
+
+    deferred = defer_only(ending(emu, "echo", {"text": "hello"}, output_model=EchoedText), make_context())
+    assert deferred.trigger.serialize()[1]["output_model"] == "support.output_models.EchoedText"
+    event = fire(deferred.trigger)
+    assert isinstance(event, TaskSuccessEvent)
+    assert event.xcoms == {"return_value": {"text": "hello"}}
+
+
+def test_an_output_that_does_not_fit_resumes_on_the_worker_to_fail_without_retries(emu: Any) -> None:
+    from support.output_models import EchoedNumber
+
+    from airflow_provider_noxus.exceptions import NoxusOutputValidationError
+
+    task = ending(emu, "echo", {"text": "forty-two"}, output_model=EchoedNumber)
+    event = fire(defer_only(task, make_context()).trigger)
+    assert type(event) is TriggerEvent
+    with pytest.raises(NoxusOutputValidationError, match="text") as failed:
+        task.execute_complete(make_context(), event=event.payload)
+    assert isinstance(failed.value, AirflowFailException)
+
+
+def test_an_output_model_the_triggerer_cannot_import_resumes_on_the_worker(emu: Any, task_log: Any) -> None:
+    from pydantic import BaseModel
+
+    class Local(BaseModel):
+        text: str
+
+    task = ending(emu, "echo", {"text": "hello"}, output_model=Local)
+    deferred = defer_only(task, make_context())
+    assert deferred.trigger.serialize()[1]["end_from_trigger"] is False
+    assert "triggerer cannot import it" in task_log()
+    event = fire(deferred.trigger)
+    assert task.execute_complete(make_context(), event=event.payload) == {"text": "hello"}

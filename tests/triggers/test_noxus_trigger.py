@@ -57,7 +57,7 @@ def test_serialize_round_trips_with_plain_values_and_no_secret(emu: Any) -> None
     assert set(kwargs) == {
         "noxus_conn_id", "workflow_id", "run_id", "deadline", "poll_interval", "wait_strategy",
         "on_human_feedback", "cancel_on_kill", "end_from_trigger", "may_stop_run", "max_output_bytes",
-        "limits", "push_output", "push_run_link",
+        "limits", "push_output", "push_run_link", "output_model",
     }  # fmt: skip
     assert emu.api_key not in repr(trigger)
     assert emu.api_key not in json.dumps(kwargs)
