@@ -1,4 +1,4 @@
-"""Tasks that end in the triggerer (``end_from_trigger=True``, the default), row by row, against the emulator.
+"""Tasks that end in the triggerer (``end_from_trigger=True``, opt-in), row by row, against the emulator.
 
 Each test defers the task on the "worker" (``execute``), runs its trigger to its one event, and checks
 what Airflow would do with that event: a ``TaskSuccessEvent`` (XComs pushed, no worker), a
@@ -69,9 +69,10 @@ def stops(emu: Any) -> int:
     return int(emu.control.counters()["stops_total"])
 
 
-def test_it_is_the_default() -> None:
-    assert NoxusRunOperator(task_id="t", workflow_id="w").ends_in_triggerer is True
-    assert NoxusRunSensor(task_id="s", run_id="r", workflow_id="w").ends_in_triggerer is True
+def test_it_is_opt_in() -> None:
+    assert NoxusRunOperator(task_id="t", workflow_id="w").ends_in_triggerer is False
+    assert NoxusRunSensor(task_id="s", run_id="r", workflow_id="w").ends_in_triggerer is False
+    assert NoxusRunOperator(task_id="t", workflow_id="w", end_from_trigger=True).ends_in_triggerer is True
 
 
 def test_a_dag_still_loads_with_listener_plugins_and_the_task_then_resumes_on_the_worker(
@@ -167,6 +168,7 @@ def test_a_sensor_ends_in_the_triggerer_and_never_stops_the_run(emu: Any, task_l
     workflow_id = emu.control.workflow_id("slow")
     run_id = NoxusHook().create_run(workflow_id, {"seconds": 30})["id"]
     sensor = NoxusRunSensor(
+        end_from_trigger=True,
         task_id="wait",
         run_id=run_id,
         workflow_id=workflow_id,
@@ -214,6 +216,7 @@ def test_a_subclass_that_overrides_execute_complete_resumes_on_the_worker(emu: A
         task_id="custom",
         workflow_id=emu.control.workflow_id("echo"),
         inputs={"text": "hi"},
+        end_from_trigger=True,
         poll_interval=0.05,
     )
     assert run_task(task, make_context()) == {"custom": {"text": "hi"}}

@@ -98,7 +98,12 @@ def test_start_from_trigger_gives_the_scheduler_a_trigger_that_ends_the_task(emu
     workflow_id = emu.control.workflow_id("echo")
     run_id = NoxusHook().create_run(workflow_id, {"text": "seen"})["id"]
     sensor = NoxusRunSensor(
-        task_id="wait", run_id=run_id, workflow_id=workflow_id, start_from_trigger=True, poll_interval=0.05
+        task_id="wait",
+        run_id=run_id,
+        workflow_id=workflow_id,
+        start_from_trigger=True,
+        end_from_trigger=True,
+        poll_interval=0.05,
     )
     args = sensor.start_trigger_args
     assert args is not None and args.next_method == "execute_complete"
@@ -132,5 +137,9 @@ def test_start_from_trigger_needs_a_deferrable_sensor_that_ends_in_the_triggerer
 def test_start_from_trigger_with_templates_is_refused_at_parse_before_airflow_3_3() -> None:
     with pytest.raises(ValueError, match=r"templated run_id needs Airflow 3\.3"):
         NoxusRunSensor(
-            task_id="s", run_id="{{ ti.xcom_pull('start') }}", workflow_id="w", start_from_trigger=True
+            task_id="s",
+            run_id="{{ ti.xcom_pull('start') }}",
+            workflow_id="w",
+            start_from_trigger=True,
+            end_from_trigger=True,
         )
