@@ -25,7 +25,6 @@ from airflow_provider_noxus.hooks.noxus import NoxusHook
 from airflow_provider_noxus.links.noxus import XCOM_RUN_ID_KEY, XCOM_RUN_URL_KEY
 from airflow_provider_noxus.outputs import validate_output
 from airflow_provider_noxus.protocol import RetryPolicy
-from airflow_provider_noxus.triggers.noxus import NoxusRunTrigger
 from airflow_provider_noxus.wait import (
     OUTCOME_ERROR,
     OUTCOME_SUCCESS,
@@ -131,6 +130,9 @@ class NoxusRunWaitMixin:
             return self.complete(context, outcome, run if "output" in run else None)
         deadline = self.wait_deadline(context)
         if self.deferrable:
+            # Imported here: a DAG file (and a task that does not defer) need not load the trigger.
+            from airflow_provider_noxus.triggers.noxus import NoxusRunTrigger
+
             self.defer(
                 trigger=NoxusRunTrigger(
                     noxus_conn_id=self.noxus_conn_id,

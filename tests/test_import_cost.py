@@ -35,7 +35,11 @@ LAZY_MODULES = (
     "airflow_provider_noxus.openlineage",
     "airflow.providers.openlineage.extractors",
     "airflow_provider_noxus.emulator",
+    "airflow_provider_noxus.triggers.noxus",
+    "airflow_provider_noxus.triggers.status_watcher",
 )
+#: Airflow's trigger classes: imported by a DAG file only for an event trigger (AssetWatcher).
+AIRFLOW_TRIGGERS = "airflow.triggers.base"
 DAG_FILE_IMPORTS = [
     "airflow_provider_noxus",
     "airflow_provider_noxus.get_provider_info",
@@ -43,16 +47,14 @@ DAG_FILE_IMPORTS = [
     "airflow_provider_noxus.sensors.noxus",
     "airflow_provider_noxus.decorators.noxus",
     "airflow_provider_noxus.hooks.noxus",
-    pytest.param(
-        "airflow_provider_noxus.triggers.events",
-        marks=pytest.mark.skipif(not AIRFLOW_V_3_0_PLUS, reason="event triggers need Airflow 3"),
-    ),
 ]
 
 
-def lazy_modules_imported_by(statement: str, *, then: str = "") -> list[str]:
-    """The :data:`LAZY_MODULES` a fresh interpreter imports for ``statement`` (and ``then``), past
-    those Airflow's own DAG imports already hold.
+def lazy_modules_imported_by(
+    statement: str, *, then: str = "", lazy: tuple[str, ...] = (*LAZY_MODULES, AIRFLOW_TRIGGERS)
+) -> list[str]:
+    """The ``lazy`` modules a fresh interpreter imports for ``statement`` (and ``then``), past those
+    Airflow's own DAG imports already hold.
     """
     code = (
         f"{AIRFLOW_DAG_IMPORTS}\n"
@@ -60,7 +62,7 @@ def lazy_modules_imported_by(statement: str, *, then: str = "") -> list[str]:
         "before = set(sys.modules)\n"
         f"{statement}\n"
         f"{then}\n"
-        f"lazy = {LAZY_MODULES!r}\n"
+        f"lazy = {lazy!r}\n"
         "new = set(sys.modules) - before\n"
         "print(json.dumps(sorted(m for m in new if any(m == p or m.startswith(p + '.') for p in lazy))))\n"
     )
@@ -77,8 +79,14 @@ def lazy_modules_imported_by(statement: str, *, then: str = "") -> list[str]:
 
 
 @pytest.mark.parametrize("module", DAG_FILE_IMPORTS)
-def test_dag_file_imports_pull_in_no_transport_triggerer_or_lineage_module(module: str) -> None:
+def test_dag_file_imports_pull_in_no_transport_trigger_or_lineage_module(module: str) -> None:
     assert lazy_modules_imported_by(f"import {module}") == []
+
+
+@pytest.mark.skipif(not AIRFLOW_V_3_0_PLUS, reason="event triggers need Airflow 3")
+def test_an_event_trigger_in_a_dag_file_pulls_in_no_transport_or_task_trigger() -> None:
+    """An AssetWatcher's trigger is built in the DAG file: it needs Airflow's trigger classes, no more."""
+    assert lazy_modules_imported_by("import airflow_provider_noxus.triggers.events", lazy=LAZY_MODULES) == []
 
 
 def test_transports_are_still_importable_from_the_package_and_load_on_first_use() -> None:
@@ -103,3 +111,15 @@ def test_an_unknown_transport_name_is_an_attribute_error() -> None:
 
     with pytest.raises(AttributeError, match="NoSuchTransport"):
         _transport.NoSuchTransport  # noqa: B018
+
+
+def test_airflow_trigger_classes_are_still_importable_from_compat() -> None:
+    from airflow.triggers import base
+
+    from airflow_provider_noxus import _compat
+    from airflow_provider_noxus._compat import BaseEventTrigger, BaseTrigger, TriggerEvent
+
+    assert (BaseTrigger, TriggerEvent) == (base.BaseTrigger, base.TriggerEvent)
+    assert BaseEventTrigger is (base.BaseEventTrigger if AIRFLOW_V_3_0_PLUS else None)
+    with pytest.raises(AttributeError, match="NoSuchName"):
+        _compat.NoSuchName  # noqa: B018
