@@ -9,13 +9,6 @@ from typing import TYPE_CHECKING, Any
 
 from airflow import __version__ as AIRFLOW_VERSION_STR
 from airflow.exceptions import AirflowException, AirflowNotFoundException
-from airflow.triggers.base import (
-    BaseTrigger,
-    StartTriggerArgs,
-    TaskFailedEvent,
-    TaskSuccessEvent,
-    TriggerEvent,
-)
 from packaging.version import Version
 
 AIRFLOW_VERSION = Version(Version(AIRFLOW_VERSION_STR).base_version)
@@ -49,13 +42,41 @@ else:  # Airflow 2.11
     from airflow.utils.context import context_merge  # type: ignore[no-redef,attr-defined]
     from airflow.utils.operator_helpers import determine_kwargs  # type: ignore[no-redef]
 
-if AIRFLOW_V_3_0_PLUS:  # event-driven scheduling (AssetWatcher) exists from Airflow 3.0
-    from airflow.triggers.base import BaseEventTrigger
-else:
-    BaseEventTrigger = None  # type: ignore[assignment,misc]
-
 if TYPE_CHECKING:  # type-checked against Airflow 3; on 2.11 the same names are duck-typed alike
     from airflow.sdk import Connection, Context
+    from airflow.triggers.base import (
+        BaseEventTrigger,
+        BaseTrigger,
+        StartTriggerArgs,
+        TaskFailedEvent,
+        TaskSuccessEvent,
+        TriggerEvent,
+    )
+
+#: Airflow's trigger classes, imported on first use (see ``__getattr__``): a DAG file importing an
+#: operator need not load them. ``BaseEventTrigger`` (event-driven scheduling, AssetWatcher) exists
+#: from Airflow 3.0; on 2.11 it is None.
+_TRIGGER_NAMES = frozenset(
+    {
+        "BaseTrigger",
+        "TriggerEvent",
+        "BaseEventTrigger",
+        "StartTriggerArgs",
+        "TaskFailedEvent",
+        "TaskSuccessEvent",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    """Import Airflow's trigger classes when first asked for (PEP 562)."""
+    if name not in _TRIGGER_NAMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name == "BaseEventTrigger" and not AIRFLOW_V_3_0_PLUS:
+        return None
+    from airflow.triggers import base
+
+    return getattr(base, name)
 
 
 async def aget_connection(conn_id: str) -> Connection:

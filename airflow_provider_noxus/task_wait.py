@@ -32,11 +32,11 @@ from airflow_provider_noxus.run_result import (
     run_steps,
     task_result,
 )
-from airflow_provider_noxus.triggers.noxus import NoxusRunTrigger
 from airflow_provider_noxus.wait import WaitOptions, WaitOutcome, judge_run
 
 if TYPE_CHECKING:
     from airflow_provider_noxus._compat import Context
+    from airflow_provider_noxus.triggers.noxus import NoxusRunTrigger
 
 DEFAULT_MAX_OUTPUT_BYTES = 1024 * 1024
 #: The wait ends this long (at most) before ``execution_timeout``, so the run can be stopped first.
@@ -166,6 +166,9 @@ class NoxusRunWaitMixin:
     ) -> NoxusRunTrigger:
         """The trigger that waits for ``run_id``; it ends the task itself when ``ends_in_triggerer`` is
         on and :meth:`resume_reason` finds nothing against it (else it says why, in the task log)."""
+        # Imported here: a DAG file (and a task that does not defer) need not load the trigger.
+        from airflow_provider_noxus.triggers.noxus import NoxusRunTrigger
+
         end_here = self.ends_in_triggerer
         if end_here and (reason := self.resume_reason()):
             self.log.info(

@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator, Mapping
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_noxus import protocol
 from airflow_provider_noxus._compat import BaseHook, mask_secret
@@ -33,14 +33,7 @@ from airflow_provider_noxus.exceptions import (
     NoxusProtocolError,
 )
 from airflow_provider_noxus.files import upload_part
-from airflow_provider_noxus.hooks._transport import (
-    REDACTED,
-    SHARED_SESSIONS,
-    AsyncSleep,
-    AsyncTransport,
-    SyncSleep,
-    SyncTransport,
-)
+from airflow_provider_noxus.hooks._transport import REDACTED
 from airflow_provider_noxus.run_result import Pause, ReadRun, ResultStep, final_run, outcome_error, run_steps
 from airflow_provider_noxus.wait import (
     DEFAULT_POLL_INTERVAL_S,
@@ -54,6 +47,9 @@ from airflow_provider_noxus.wait import (
     run_signature,
     streams,
 )
+
+if TYPE_CHECKING:  # the transports are imported where first used: see hooks/_transport/__init__.py
+    from airflow_provider_noxus.hooks._transport import AsyncSleep, AsyncTransport, SyncSleep, SyncTransport
 
 #: Status reads of a wait are sent once each: the wait backs off and tries again itself.
 SINGLE_ATTEMPT = protocol.RetryPolicy(max_attempts=1)
@@ -140,6 +136,8 @@ class NoxusHook(BaseHook):
 
     @cached_property
     def _transport(self) -> SyncTransport:
+        from airflow_provider_noxus.hooks._transport.requests_transport import SyncTransport
+
         return SyncTransport(self.settings, sleep=self._sleep, reread=self._read_settings)
 
     def close(self) -> None:
@@ -406,6 +404,8 @@ async def open_async_client(
     refusal: see :meth:`~.connection.AsyncConnectionCache.read_after_refusal`) and goes on with a
     rotated key.
     """
+    from airflow_provider_noxus.hooks._transport.aiohttp_transport import SHARED_SESSIONS, AsyncTransport
+
     reread = functools.partial(CONNECTION_CACHE.read_after_refusal, settings.conn_id)
     async with SHARED_SESSIONS.use(settings.base_url, settings.verify_ssl) as pool:
         yield NoxusAsyncClient(AsyncTransport(settings, pool, sleep=sleep, reread=reread))

@@ -10,12 +10,10 @@ from airflow_provider_noxus._compat import (
     AIRFLOW_V_3_3_PLUS,
     BaseSensorOperator,
     PokeReturnValue,
-    StartTriggerArgs,
 )
 from airflow_provider_noxus.hooks.noxus import NoxusHook
 from airflow_provider_noxus.links.noxus import NoxusRunLink
 from airflow_provider_noxus.task_wait import DEFAULT_MAX_OUTPUT_BYTES, NoxusRunWaitMixin
-from airflow_provider_noxus.triggers.noxus import NoxusRunTrigger
 from airflow_provider_noxus.wait import DEFAULT_POLL_INTERVAL_S, WaitOptions, judge_run
 
 if TYPE_CHECKING:
@@ -99,9 +97,13 @@ class NoxusRunSensor(NoxusRunWaitMixin, BaseSensorOperator):
                 f"{where}: start_from_trigger=True with templated {', '.join(templated)} needs Airflow 3.3+, "
                 "which renders templates in the triggerer; give plain values or drop start_from_trigger."
             )
+        from airflow_provider_noxus._compat import (
+            StartTriggerArgs,  # only a sensor that starts there needs it
+        )
+
         trigger = self.make_trigger(self.run_id, deadline=None, push_run_link=True)
         self.start_trigger_args = StartTriggerArgs(
-            trigger_cls=f"{NoxusRunTrigger.__module__}.{NoxusRunTrigger.__qualname__}",
+            trigger_cls=f"{type(trigger).__module__}.{type(trigger).__qualname__}",
             trigger_kwargs=trigger.serialize()[1],
             next_method="execute_complete",
             timeout=timedelta(seconds=float(self.timeout)) if self.timeout else None,
