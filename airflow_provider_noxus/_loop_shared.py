@@ -81,3 +81,26 @@ class LoopShared(Generic[K, V]):
         self._closing.add(closing)
         closing.add_done_callback(self._closing.discard)
         await asyncio.shield(closing)
+
+
+class LoopWorker:
+    """A shared object that works in one task of the event loop from :meth:`start` to :meth:`close`
+    (the status watcher, the event trigger's run feed): what it does is :meth:`_run`."""
+
+    #: The task's name, for the triggerer's task dumps.
+    task_name: str = "noxus-loop-worker"
+    _task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        """Start the work in the running event loop."""
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=self.task_name)
+
+    async def close(self) -> None:
+        """Stop the work and wait until it has let go of what it holds."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_provider_noxus._loop_shared import LoopShared
+from airflow_provider_noxus._loop_shared import LoopShared, LoopWorker
 from airflow_provider_noxus.connection import NoxusConnectionSettings
 from airflow_provider_noxus.exceptions import NoxusError, NoxusNotFoundError
 from airflow_provider_noxus.hooks.noxus import NoxusAsyncClient, open_async_client
@@ -52,7 +52,7 @@ class _Ask:
     answer: asyncio.Future[Observation] = field(repr=False)
 
 
-class RunFeed:
+class RunFeed(LoopWorker):
     """One poll of a workflow's runs, shared by the watchers of one (event loop, connection, workflow).
     Made by :data:`RUN_FEEDS`; :meth:`observe` is a watcher's read.
 
@@ -74,7 +74,7 @@ class RunFeed:
         self._position: dict[str, tuple[int, int]] = {}
         self._listed_total = 0
         self._page_size = PAGE_SIZE
-        self._task: asyncio.Task[None] | None = None
+        self.task_name = f"noxus-run-feed-{workflow_id}"
 
     async def observe(self, state: RunEventState | None, interval: float) -> Observation:
         """The next poll's reading for a watcher at ``state`` (None: starting, the whole list): the head
@@ -90,16 +90,6 @@ class RunFeed:
             with contextlib.suppress(ValueError):
                 self._asks.remove(ask)
 
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(
-            self._run(), name=f"noxus-run-feed-{self.workflow_id}"
-        )
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -36,7 +36,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_provider_noxus._loop_shared import LoopShared
+from airflow_provider_noxus._loop_shared import LoopShared, LoopWorker
 from airflow_provider_noxus.connection import NoxusConnectionSettings
 from airflow_provider_noxus.exceptions import NoxusError, NoxusProtocolError, NoxusRateLimitedError
 from airflow_provider_noxus.hooks.noxus import SINGLE_ATTEMPT, NoxusAsyncClient, open_async_client
@@ -69,7 +69,7 @@ class _Reader:
     answer: asyncio.Future[Mapping[str, Any]] = field(repr=False)
 
 
-class StatusWatcher:
+class StatusWatcher(LoopWorker):
     """Status reads shared by the triggers that wait on runs of one workflow, on one connection.
 
     Use :meth:`StatusWatchers.join` to get one; :meth:`next_change` is a trigger's status read.
@@ -106,7 +106,7 @@ class StatusWatcher:
         #: When the next round starts (loop time); None while no trigger waits.
         self._next_round: float | None = None
         self._changed = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self.task_name = f"noxus-status-watcher-{workflow_id}"
 
     # ---- the triggers' side ----------------------------------------------------------------
 
@@ -137,17 +137,6 @@ class StatusWatcher:
 
     # ---- the rounds --------------------------------------------------------------------------
 
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(
-            self._run(), name=f"noxus-status-watcher-{self.workflow_id}"
-        )
-
-    async def close(self) -> None:
-        """Stop the rounds and release the connection (the readers have all left)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     async def _run(self) -> None:
         async with open_async_client(self.settings) as client:
