@@ -14,6 +14,8 @@ connection's port is added when the host has none; a trailing ``/v1`` is dropped
 Airflow 3 builds the connection form from the provider info's ``conn-fields``
 (:mod:`airflow_provider_noxus.get_provider_info`); Airflow 2 asks the hook, which answers with
 :func:`connection_form_widgets` and :func:`ui_field_behaviour`, built from the same description.
+The connection cache of the triggerer lives here too, so that every reading of a connection is in one
+module (that is what takes it a little over 400 lines).
 """
 
 from __future__ import annotations

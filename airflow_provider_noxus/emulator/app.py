@@ -1,7 +1,9 @@
 """The emulator's HTTP application: the Noxus API (docs: noxus-api.md) plus the ``/_emulator`` control API.
 
 Built on aiohttp's server (a dependency of the provider, present with Airflow 2 and 3) in one asyncio loop:
-runs progress as tasks of that loop, SSE streams wait on their run's event log.
+runs progress as tasks of that loop, SSE streams wait on their run's event log. One handler per
+endpoint of the API reference, in its order, which is what makes this module long: reading it side by
+side with noxus-api.md is how it is checked.
 """
 
 from __future__ import annotations

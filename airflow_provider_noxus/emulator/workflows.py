@@ -30,6 +30,9 @@ Templates: a string ``"{path}"`` alone is replaced by the value at ``path`` (kee
 a longer string each ``{path}`` is replaced by its text. A path is an input label, ``nodes.<node name>``
 (the text an ``llm`` node produced), or a file input's attribute: ``<label>.name``, ``.size``,
 ``.sha256``, ``.content_type``, ``.source`` (``url``, ``data_uri`` or ``spot``), ``.file_id``.
+
+The file format, its validation and the templates are one contract with the user's workflows file,
+kept in one module (a little over 400 lines) so that it reads as its own reference.
 """
 
 from __future__ import annotations

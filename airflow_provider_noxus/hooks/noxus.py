@@ -1,6 +1,10 @@
 """NoxusHook: the Noxus API for tasks, with a sync client (``requests``) and an async one (``aiohttp``).
 
 The connection (fields, extras, form) is described in :mod:`airflow_provider_noxus.connection`.
+
+Longer than most modules, on purpose: it is the hook's whole public API, every endpoint once on the
+blocking client and once, ``a_``-prefixed, on the async one (each a few lines over the protocol layer),
+plus the two wait drivers' I/O; splitting the twins apart would hide which endpoints either lacks.
 """
 
 from __future__ import annotations

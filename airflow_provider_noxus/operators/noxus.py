@@ -20,6 +20,10 @@ One Noxus run per intent (:mod:`airflow_provider_noxus.run_identity`; the README
 The rules are :func:`~airflow_provider_noxus.run_identity.decide`'s; this module performs what it answers.
 
 Airflow 3.3+ keeps the record in ``task_state_store``; older versions keep it for one try only.
+
+Over 400 lines because it is one Airflow concept with many arguments, each checked at DAG parse with a
+message of its own; the decisions themselves live in :mod:`~airflow_provider_noxus.run_identity`,
+:mod:`~airflow_provider_noxus.wait` and :mod:`~airflow_provider_noxus.run_result`.
 """
 
 from __future__ import annotations
