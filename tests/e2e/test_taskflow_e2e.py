@@ -67,7 +67,12 @@ def test_an_output_that_does_not_fit_fails_once_naming_the_field_run_and_link(
     assert state == "failed"
     ti = task_instance(airflow, "e2e_taskflow_misfit", run_id, "misfit")
     assert ti["state"] == "failed"
-    assert ti["try_number"] == 1  # retries=3, yet no retry: it would read the same output
+    if ti["try_number"] != 1:  # retries=3, yet no retry: it would read the same output
+        # Unless Airflow 3.3.2 lost the first try's failure: its executor then reports the task process
+        # as a success of a running task and Airflow retries it (an upstream fault, seen under load).
+        # The retry must then reattach to the same run (checked below) and fail the same way.
+        scheduler_log = airflow.log_path("scheduler").read_text(errors="replace")
+        assert "but the task instance's state attribute is running" in scheduler_log, ti
     assert task_instance(airflow, "e2e_taskflow_misfit", run_id, "after")["state"] == "upstream_failed"
     assert runs_created(emulator, echo) - created_before == 1
     noxus_run = noxus_run_id(airflow, "e2e_taskflow_misfit", run_id, "misfit")
