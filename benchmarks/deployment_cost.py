@@ -68,6 +68,7 @@ from deployment_report import goals, table  # noqa: E402
 from run_all import measured_commit  # noqa: E402
 from trigger_scale import percentile  # noqa: E402
 
+import airflow_provider_noxus  # noqa: E402
 from airflow_provider_noxus import protocol  # noqa: E402
 from airflow_provider_noxus.run_list import run_finished_at  # noqa: E402
 
@@ -313,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, exit_on_sigterm)
     # An installed provider is compiled at install; an editable one under PYTHONDONTWRITEBYTECODE (set
     # on our machines) would be compiled again by every task process (~90 ms of CPU each).
-    compileall.compile_dir(Path(protocol.__file__).parent, quiet=1)
+    compileall.compile_dir(Path(airflow_provider_noxus.__file__).parent, quiet=1)
     load_before, commit = os.getloadavg(), measured_commit()
     print(
         f"=== deployment cost: {args.tasks} tasks per variant, runs of {args.run_seconds:g} s, "
@@ -336,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "commit": commit,
-        "provider": str(Path(protocol.__file__).parent),
+        "provider": str(Path(airflow_provider_noxus.__file__).parent),
         "plan": {
             "tasks": args.tasks,
             "run_seconds": args.run_seconds,
