@@ -21,9 +21,15 @@ SCRIPT = r"""
 import json, pkgutil, sys
 import airflow_provider_noxus
 
+from airflow_provider_noxus._compat import AIRFLOW_V_3_0_PLUS
+
+# The event trigger refuses to import before Airflow 3 (by design: a clear error at import).
+skipped = {"airflow_provider_noxus.openlineage"} | (
+    set() if AIRFLOW_V_3_0_PLUS else {"airflow_provider_noxus.triggers.events"}
+)
 modules = [
     m.name for m in pkgutil.walk_packages(airflow_provider_noxus.__path__, "airflow_provider_noxus.")
-    if m.name != "airflow_provider_noxus.openlineage"
+    if m.name not in skipped
 ]
 for name in modules:
     __import__(name)
