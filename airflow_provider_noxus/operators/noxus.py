@@ -89,8 +89,7 @@ class NoxusRunOperator(NoxusRunWaitMixin, BaseOperator):
     :param deferrable: wait in the triggerer, freeing the worker slot; False waits on the worker.
     :param end_from_trigger: with ``deferrable``, the trigger ends the task (its output, or its error
         in the task log) instead of resuming it on a worker; the task resumes on a worker all the same
-        when it must (see :meth:`resume_reason`, and the README's "Ending in the triggerer": why it is
-        off by default).
+        when it must (see :meth:`resume_reason`, and the README's "Ending in the triggerer").
     :param use_sync_endpoint: create the run with the sync endpoint (one blocking call, for short
         flows); when the server gives up after 120 s the task waits on that same run.
     :param wait_strategy: ``stream``, ``poll`` or ``auto``; see :class:`NoxusRunTrigger`.
@@ -135,7 +134,7 @@ class NoxusRunOperator(NoxusRunWaitMixin, BaseOperator):
         noxus_conn_id: str = NoxusHook.default_conn_name,
         wait_for_completion: bool = True,
         deferrable: bool = True,
-        end_from_trigger: bool = False,
+        end_from_trigger: bool = True,
         use_sync_endpoint: bool = False,
         wait_strategy: str = "auto",
         poll_interval: float = DEFAULT_POLL_INTERVAL_S,

@@ -54,7 +54,7 @@ class NoxusRunSensor(NoxusRunWaitMixin, BaseSensorOperator):
         workflow_id: str,
         noxus_conn_id: str = NoxusHook.default_conn_name,
         deferrable: bool = True,
-        end_from_trigger: bool = False,
+        end_from_trigger: bool = True,
         poll_interval: float = DEFAULT_POLL_INTERVAL_S,
         wait_strategy: str = "auto",
         on_human_feedback: str = "wait",

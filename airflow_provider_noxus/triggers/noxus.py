@@ -66,6 +66,8 @@ from airflow_provider_noxus.wait import (
 AUTO_STREAM_MAX_CONCURRENT = 500
 #: Bound of a stop request sent by the trigger (on kill, timeout or refused feedback).
 ON_KILL_TIMEOUT_S = 20.0
+#: Stops started by :meth:`NoxusRunTrigger.on_kill` and not done yet (each bounded).
+_STOPS_IN_FLIGHT: set[asyncio.Future[None]] = set()
 #: The XCom key of a task's return value.
 RETURN_VALUE_KEY = "return_value"
 
@@ -298,10 +300,22 @@ class NoxusRunTrigger(BaseTrigger):
         Airflow 3.3 also calls this when a trigger merely moves to another triggerer (a triggerer
         thought dead, apache/airflow#73454): while the task is still deferred, the run is left to the
         trigger that took it over.
+
+        Airflow cancels the trigger again at every sync with its supervisor (about each second)
+        until it ends, which cancels ``on_kill`` itself when it takes longer than that (a supervisor
+        busy with other tasks' ends answers late): the stop runs in a task of its own that those
+        cancellations leave going, bounded by :data:`ON_KILL_TIMEOUT_S`.
         """
         if not self.cancel_on_kill:
             self.log.info("cancel_on_kill is off: Noxus run %s is left running.", self.run_id)
             return
+        stopping = asyncio.ensure_future(self._stop_unless_moved())
+        _STOPS_IN_FLIGHT.add(stopping)  # held until done: the loop keeps only a weak reference
+        stopping.add_done_callback(_STOPS_IN_FLIGHT.discard)
+        await asyncio.shield(stopping)
+
+    async def _stop_unless_moved(self) -> None:
+        """:meth:`on_kill`'s work: read the task's state, then stop the run unless the task is deferred."""
         with contextlib.suppress(asyncio.TimeoutError):
             state = await asyncio.wait_for(atask_instance_state(self.task_instance), ON_KILL_TIMEOUT_S / 2)
             if state == "deferred":

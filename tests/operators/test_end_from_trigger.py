@@ -1,4 +1,4 @@
-"""Tasks that end in the triggerer (``end_from_trigger=True``, opt-in), row by row, against the emulator.
+"""Tasks that end in the triggerer (``end_from_trigger=True``, the default), row by row, against the emulator.
 
 Each test defers the task on the "worker" (``execute``), runs its trigger to its one event, and checks
 what Airflow would do with that event: a ``TaskSuccessEvent`` (XComs pushed, no worker), a
@@ -69,10 +69,10 @@ def stops(emu: Any) -> int:
     return int(emu.control.counters()["stops_total"])
 
 
-def test_it_is_opt_in() -> None:
-    assert NoxusRunOperator(task_id="t", workflow_id="w").ends_in_triggerer is False
-    assert NoxusRunSensor(task_id="s", run_id="r", workflow_id="w").ends_in_triggerer is False
-    assert NoxusRunOperator(task_id="t", workflow_id="w", end_from_trigger=True).ends_in_triggerer is True
+def test_it_is_the_default() -> None:
+    assert NoxusRunOperator(task_id="t", workflow_id="w").ends_in_triggerer is True
+    assert NoxusRunSensor(task_id="s", run_id="r", workflow_id="w").ends_in_triggerer is True
+    assert NoxusRunOperator(task_id="t", workflow_id="w", end_from_trigger=False).ends_in_triggerer is False
 
 
 def test_a_dag_still_loads_with_listener_plugins_and_the_task_then_resumes_on_the_worker(

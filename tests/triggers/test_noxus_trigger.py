@@ -316,6 +316,37 @@ async def test_on_kill_leaves_the_run_of_a_task_still_deferred(
         ]
 
 
+class BusySupervisor(TaskStatesSupervisor):
+    """A supervisor busy with other tasks' ends: answers the task state query only after a while."""
+
+    async def asend(self, message: Any) -> Any:
+        self.asked.append(message)
+        await asyncio.sleep(0.5)
+        return await super().asend(message)
+
+
+@pytest.mark.skipif(not AIRFLOW_V_3_0_PLUS, reason="the triggerer's supervisor is Airflow 3's")
+async def test_on_kill_cancelled_again_still_stops_the_run(emu: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Airflow 3.3 cancels a killed trigger again at each sync (about each second) until it ends, so a
+    slow answer to the task state query has on_kill itself cancelled: the stop must still be sent."""
+    from types import SimpleNamespace
+
+    from airflow.sdk.execution_time import task_runner
+
+    supervisor = BusySupervisor("failed")
+    monkeypatch.setattr(task_runner, "SUPERVISOR_COMMS", supervisor, raising=False)
+    workflow_id, run_id = start_run(emu, "slow", {"seconds": 30})
+    trigger = make_trigger(workflow_id, run_id)
+    trigger.task_instance = SimpleNamespace(dag_id="dag", run_id="run", task_id="wait_for_run", map_index=3)
+    killing = asyncio.ensure_future(trigger.on_kill())
+    assert await wait_until(lambda: supervisor.asked)
+    killing.cancel("__airflow_user_action__")
+    with pytest.raises(asyncio.CancelledError):
+        await killing
+    assert await wait_until(lambda: emu.control.counters()["stops"].get(run_id, 0) == 1, 10)
+    assert await wait_until(lambda: not trigger_module._STOPS_IN_FLIGHT)
+
+
 async def test_on_kill_logs_errors_and_returns(
     emu: Any, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
