@@ -241,7 +241,8 @@ def test_200_deferred_runs_survive_a_triggerer_killed_for_good(
             f"{retried} of {FAN_OUT} task instances retried by Airflow"
             f"\n{FAN_OUT} deferred tasks polling every 1 s, from the run's end on Noxus:"
             f"\n  to the task's success:  {spread(to_success)}"
-            f"\n  to the trigger's event: {spread(to_event)} (the task then ends in the triggerer unless a rule sends it back to a worker)"
+            f"\n  to the trigger's event: {spread(to_event)} (the task then ends in the triggerer, unless a"
+            " rule sends it back to a worker)"
         )
 
 
