@@ -111,13 +111,7 @@ def scripted(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Scripted
         noxus = ScriptedNoxus(runs, create_delay)
         server = HostileServer(noxus).__enter__()
         servers.append(server)
-        connection = {
-            "conn_type": "noxus",
-            "host": server.url,
-            "password": KEY,
-            "extra": {"retry_attempts": 2, "max_backoff": 0.2, "timeout": 10},
-        }
-        monkeypatch.setenv("AIRFLOW_CONN_NOXUS_DEFAULT", json.dumps(connection))
+        use_fast_connection(monkeypatch, server, api_key=KEY)
         return noxus
 
     yield start

@@ -9,14 +9,13 @@ resumed on the worker, deferred and ended in the triggerer.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from support.hostile_calls import KEY
 from support.hostile_server import Conn, HostileServer, Request
-from support.noxus_tasks import TaskFailedInTriggerer, make_context, run_task
+from support.noxus_tasks import TaskFailedInTriggerer, make_context, run_task, use_fast_connection
 
 from airflow_provider_noxus import run_result
 from airflow_provider_noxus._compat import AIRFLOW_V_3_0_PLUS
@@ -60,13 +59,7 @@ def short_rereads(monkeypatch: pytest.MonkeyPatch) -> None:
 def api(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[LaggingApi]:
     handler = LaggingApi(lag=request.param)
     with HostileServer(handler) as server:
-        connection = {
-            "conn_type": "noxus",
-            "host": server.url,
-            "password": KEY,
-            "extra": {"retry_attempts": 2, "max_backoff": 0.2, "timeout": 10},
-        }
-        monkeypatch.setenv("AIRFLOW_CONN_NOXUS_DEFAULT", json.dumps(connection))
+        use_fast_connection(monkeypatch, server, api_key=KEY)
         yield handler
 
 

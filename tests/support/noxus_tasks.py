@@ -28,12 +28,18 @@ else:  # Airflow 2.11
 FAST_RETRY_EXTRAS = {"retry_attempts": 2, "max_backoff": 0.2, "timeout": 10}
 
 
-def use_fast_connection(monkeypatch: pytest.MonkeyPatch, emulator: Any, **overrides: Any) -> None:
-    """Point ``noxus_default`` at ``emulator`` with short retries; ``overrides`` change fields."""
+def use_fast_connection(
+    monkeypatch: pytest.MonkeyPatch, emulator: Any, api_key: str | None = None, **overrides: Any
+) -> None:
+    """Point ``noxus_default`` at ``emulator`` (or any server with a ``url``) with short retries.
+
+    :param api_key: the key to send; by default the emulator's.
+    :param overrides: connection fields to change.
+    """
     connection = {
         "conn_type": "noxus",
         "host": emulator.url,
-        "password": emulator.api_key,
+        "password": api_key or emulator.api_key,
         "extra": FAST_RETRY_EXTRAS,
         **overrides,
     }
