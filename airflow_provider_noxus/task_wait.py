@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from airflow_provider_noxus._compat import AIRFLOW_V_3_0_PLUS
 from airflow_provider_noxus.exceptions import NoxusRunError
 from airflow_provider_noxus.hooks.noxus import NoxusHook
-from airflow_provider_noxus.links.noxus import XCOM_RUN_ID_KEY, XCOM_RUN_URL_KEY
+from airflow_provider_noxus.links.noxus import RUN_URL_ATTRIBUTE, XCOM_RUN_ID_KEY, XCOM_RUN_URL_KEY
 from airflow_provider_noxus.outputs import model_import_path, output_check
 from airflow_provider_noxus.protocol import NoxusRunStatus, RetryPolicy
 from airflow_provider_noxus.run_result import (
@@ -121,9 +121,11 @@ class NoxusRunWaitMixin:
     def push_run_link(self, context: Context, run_id: str) -> None:
         """Put the run's id and link in XCom (the task's "Noxus run" button) and in the log."""
         ti = context["ti"]
+        url = self.run_url(run_id)
         ti.xcom_push(key=XCOM_RUN_ID_KEY, value=run_id)
-        ti.xcom_push(key=XCOM_RUN_URL_KEY, value=self.run_url(run_id))
-        self.log.info("Noxus run %s of workflow %s: %s", run_id, self.workflow_id, self.run_url(run_id))
+        ti.xcom_push(key=XCOM_RUN_URL_KEY, value=url)
+        setattr(self, RUN_URL_ATTRIBUTE, url)
+        self.log.info("Noxus run %s of workflow %s: %s", run_id, self.workflow_id, url)
 
     def wait_deadline(self, context: Context) -> float | None:
         """Epoch seconds at which the wait gives up: ``timeout`` from now, and a little before

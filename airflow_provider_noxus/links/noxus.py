@@ -11,11 +11,23 @@ XCOM_RUN_ID_KEY = "run_id"
 XCOM_RUN_URL_KEY = "run_url"
 
 
+#: Attribute in which the task that found or made the run keeps its URL for this link.
+RUN_URL_ATTRIBUTE = "noxus_run_url"
+
+
 class NoxusRunLink(BaseOperatorLink):
-    """Link to the task's Noxus run, read from the ``run_url`` XCom (no connection is read)."""
+    """Link to the task's Noxus run (no connection is read).
+
+    On the worker, Airflow asks for the link right after the task ran (or deferred) and stores it: the
+    task's own copy of the URL is used then, sparing a read of the ``run_url`` XCom through the API
+    server. Anywhere else (Airflow 2's webserver, a resumed task that did not find the run) the XCom is
+    read.
+    """
 
     name = "Noxus run"
 
     def get_link(self, operator: Any, *, ti_key: Any) -> str:
-        url = XCom.get_value(ti_key=ti_key, key=XCOM_RUN_URL_KEY)
+        url = getattr(operator, RUN_URL_ATTRIBUTE, None)
+        if not isinstance(url, str):
+            url = XCom.get_value(ti_key=ti_key, key=XCOM_RUN_URL_KEY)
         return url if isinstance(url, str) else ""

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from support.waiting import wait_until as poll_until
@@ -148,6 +149,13 @@ def test_fan_out_of_50_deferred_runs_creates_exactly_50(airflow: Any, emulator: 
         if not went_through_deferred(attempt_logs(airflow, "e2e_fan_out", run_id, "wait_for_run", index))
     ]
     assert not_deferred == [], f"mapped task instances that never deferred: {not_deferred}"
+    # The "Noxus run" button of a task that ended in the triggerer: the link stored when it deferred.
+    task_path = f"/api/v2/dags/e2e_fan_out/dagRuns/{quote(run_id, safe='')}/taskInstances/wait_for_run"
+    for index in (0, 49):
+        links = airflow.api("GET", f"{task_path}/links?map_index={index}")["extra_links"]
+        url = airflow.api("GET", f"{task_path}/xcomEntries/run_url?map_index={index}&stringify=false")
+        assert isinstance(url["value"], str) and url["value"], url
+        assert links == {"Noxus run": url["value"]}
     # Retried task instances (3.3.2's spurious failures) reattached instead of creating a run again.
     assert runs_created(emulator, slow) - created_before == 50
     assert emulator.control.counters()["stops_total"] == stops_before

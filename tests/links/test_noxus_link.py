@@ -37,3 +37,28 @@ def test_link_comes_from_the_run_url_xcom(
     link = NoxusRunLink().get_link(operator, ti_key="key")
     assert link == (stored if expected is None else expected)
     assert asked == [{"ti_key": "key", "key": "run_url"}]
+
+
+def test_on_the_worker_the_link_is_the_tasks_own_url_and_no_xcom_is_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Airflow asks for the link on the worker right after execute (or the deferral): the URL the task
+    # pushed is already on the operator, so the API server is not asked for it back.
+    def get_value(**kwargs: Any) -> str | None:
+        raise AssertionError(f"the run_url XCom was read: {kwargs}")
+
+    monkeypatch.setattr(link_module.XCom, "get_value", staticmethod(get_value))
+    pushed: dict[str, Any] = {}
+
+    class TaskInstance:
+        def xcom_push(self, key: str, value: Any) -> None:
+            pushed[key] = value
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_NOXUS_DEFAULT",
+        '{"conn_type": "noxus", "host": "https://noxus.example", "password": "k"}',
+    )
+    operator = NoxusRunOperator(task_id="t", workflow_id="w")
+    operator.push_run_link({"ti": TaskInstance()}, "r-1")  # type: ignore[arg-type,typeddict-item]
+    assert NoxusRunLink().get_link(operator, ti_key="key") == pushed["run_url"]
+    assert pushed == {"run_id": "r-1", "run_url": operator.run_url("r-1")}
