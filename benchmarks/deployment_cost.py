@@ -233,7 +233,7 @@ def dry_check(tasks: int = 3) -> int:
 
 
 def run_benchmark(
-    tasks: int, run_seconds: float, slots: int, names: list[str], idle_s: float
+    tasks: int, run_seconds: float, slots: int, names: list[str], idle_s: float, worker_preload: bool = False
 ) -> dict[str, Any]:
     """Start the deployment and the emulator, warm it up, run the variants, stop everything (by PID, on
     every exit path); the rows and what they were measured on."""
@@ -256,6 +256,10 @@ def run_benchmark(
             dv.SECONDS_VARIABLE: str(run_seconds),
             dv.WORKFLOW_VARIABLE: emulator.control.workflow_id("slow"),
         }
+        if worker_preload:
+            env["AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS"] = (
+                "airflow_provider_noxus.worker_preload.CELERY_CONFIG"
+            )
         with DistributedAirflowDeployment(
             home / "airflow", DAGS, env, components=COMPONENTS, worker_concurrency=slots, startup_timeout=300
         ) as airflow:
@@ -299,6 +303,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--idle-seconds", type=float, default=IDLE_S, help="idle CPU measurement (default 20)"
     )
+    parser.add_argument(
+        "--worker-preload",
+        action="store_true",
+        help="the Celery worker imports airflow_provider_noxus.worker_preload at start-up",
+    )
     parser.add_argument("--variants", default=",".join(v.name for v in dv.VARIANTS), help="comma-separated")
     parser.add_argument(
         "--out", type=Path, default=RESULTS, help="results directory (default benchmarks/results)"
@@ -318,11 +327,14 @@ def main(argv: list[str] | None = None) -> int:
     load_before, commit = os.getloadavg(), measured_commit()
     print(
         f"=== deployment cost: {args.tasks} tasks per variant, runs of {args.run_seconds:g} s, "
-        f"one worker with {args.slots} slots ===\nNOTE: the sensor variant is {args.tasks} unmapped "
+        f"one worker with {args.slots} slots{', the provider preloaded' if args.worker_preload else ''} ===\n"
+        f"NOTE: the sensor variant is {args.tasks} unmapped "
         "sensors: Airflow 3.3 never starts a mapped task from the triggerer.",
         flush=True,
     )
-    measured = run_benchmark(args.tasks, args.run_seconds, args.slots, names, args.idle_seconds)
+    measured = run_benchmark(
+        args.tasks, args.run_seconds, args.slots, names, args.idle_seconds, args.worker_preload
+    )
     rows = measured["rows"]
     print(
         "\nCPU per task above idle (ms; raw = idle included), whole deployment, then by component:\n"
@@ -343,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
             "run_seconds": args.run_seconds,
             "slots": args.slots,
             "variants": names,
+            "worker_preload": args.worker_preload,
         },
         **measured,
         "goals": [{"goal": goal.text, "measured": goal.measured, "met": goal.met} for goal in judged],
@@ -350,8 +363,11 @@ def main(argv: list[str] | None = None) -> int:
         "cores": os.cpu_count(),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "deployment-latest.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
-    print(f"\nresults in {args.out / 'deployment-latest.json'} ({measured['seconds']} s in all)")
+    out = args.out / (
+        "deployment-worker-preload-latest.json" if args.worker_preload else "deployment-latest.json"
+    )
+    out.write_text(json.dumps(result, indent=1, default=str) + "\n")
+    print(f"\nresults in {out} ({measured['seconds']} s in all)")
     broken = [row["variant"] for row in rows if row["dag_run_state"] != "success"]
     if broken:
         print(f"FAILED (a DAG run failed, not slowness): {', '.join(broken)}")
