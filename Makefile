@@ -26,7 +26,8 @@ bench:
 		$$V/bin/python benchmarks/run_all.py
 
 # What a Noxus task costs the whole deployment (PostgreSQL, Redis, Celery), side by side with an empty
-# @task: N=200 per variant (24 minutes on a loaded 2-core machine). ARGS="--tasks 20" for a quick look.
+# @task: N=200 per variant (17 minutes on an idle 2-core machine). ARGS="--tasks 20" for a quick look,
+# ARGS=--worker-preload with the Celery worker preloading the provider.
 bench-deployment:
 	bash scripts/system-deps.sh distributed && V=$$(bash scripts/venv.sh 3.3.2) && \
 		$$V/bin/python benchmarks/deployment_cost.py $(ARGS)
