@@ -12,7 +12,7 @@ back to a worker all the same.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -105,6 +105,10 @@ class NoxusRunWaitMixin:
         log: Any
 
         def defer(self, **kwargs: Any) -> NoReturn: ...
+
+        def iter_mapped_dependants(self) -> Iterator[Any]: ...
+
+        def has_dag(self) -> bool: ...
 
     @cached_property
     def hook(self) -> NoxusHook:
@@ -209,6 +213,11 @@ class NoxusRunWaitMixin:
         if self.outlets:
             return (
                 "the task has outlets, and Airflow records asset events only for tasks that end on a worker"
+            )
+        if self.do_xcom_push and self.has_dag() and next(self.iter_mapped_dependants(), None) is not None:
+            return (
+                "a downstream task maps over its output, and Airflow records how many items there are only "
+                "for an output pushed on a worker"
             )
         if listeners_registered():
             return (

@@ -31,3 +31,14 @@ class NoxusRunLink(BaseOperatorLink):
         if not isinstance(url, str):
             url = XCom.get_value(ti_key=ti_key, key=XCOM_RUN_URL_KEY)
         return url if isinstance(url, str) else ""
+
+
+def run_link_xcoms(run_id: str, run_url: str) -> dict[str, str]:
+    """The XComs a task that never ran on a worker (a sensor started in the triggerer) ends with, for
+    its run: ``run_id``, ``run_url`` and, on Airflow 3 (which stores each link as an XCom on the worker,
+    after the task ran), the "Noxus run" link itself."""
+    xcoms = {XCOM_RUN_ID_KEY: run_id, XCOM_RUN_URL_KEY: run_url}
+    link_key = getattr(NoxusRunLink(), "xcom_key", None)  # Airflow 2 builds links in its webserver
+    if isinstance(link_key, str):
+        xcoms[link_key] = run_url
+    return xcoms

@@ -7,8 +7,9 @@ streaming slot (:func:`~airflow_provider_noxus.wait.streams`), reads statuses th
 workflow's triggers share (:mod:`~airflow_provider_noxus.triggers.status_watcher`), runs the wait in
 the triggerer's event loop and emits exactly one event, whatever happens:
 
-- with ``end_from_trigger``, the task's end: :class:`TaskSuccessEvent` with the output as the task's
-  return value (and the run's id and link in XCom), or :class:`TaskFailedEvent` after logging the
+- with ``end_from_trigger``, the task's end: :class:`TaskSuccessEvent` once the output is pushed as the
+  task's return value (and, for a task started here, the run's id and link; through the Execution API
+  on Airflow 3, see :meth:`NoxusRunTrigger._xcoms_of_event`), or :class:`TaskFailedEvent` after logging the
   error to the task's log; the result is :func:`~airflow_provider_noxus.run_result.task_result`, as
   on a worker. An error that must fail the task without its retries (a refused key, an output over
   the size limit), and any failure on Airflow 2 (whose failed event skips the retries), resumes the
@@ -36,7 +37,7 @@ from airflow_provider_noxus._compat import (
 from airflow_provider_noxus.connection import CONNECTION_CACHE
 from airflow_provider_noxus.exceptions import NoxusAuthError, NoxusError
 from airflow_provider_noxus.hooks.noxus import NoxusAsyncClient, NoxusHook
-from airflow_provider_noxus.links.noxus import XCOM_RUN_ID_KEY, XCOM_RUN_URL_KEY
+from airflow_provider_noxus.links.noxus import run_link_xcoms
 from airflow_provider_noxus.outputs import import_model, output_check
 from airflow_provider_noxus.protocol import check_id
 from airflow_provider_noxus.run_result import (
@@ -285,14 +286,43 @@ class NoxusRunTrigger(BaseTrigger):
                 self.log.info("The task resumes on a worker to fail without retries: %s", error)
                 return None
             self.log.error("%s", error)
-            return TaskFailedEvent()
-        self.log.info("Noxus run %s completed; the task ends here with its output.", self.run_id)
-        xcoms: dict[str, Any] = {}
-        if self.push_run_link:
-            xcoms.update({XCOM_RUN_ID_KEY: self.run_id, XCOM_RUN_URL_KEY: run_url})
+            link = run_link_xcoms(self.run_id, run_url) if self.push_run_link else {}
+            try:
+                return TaskFailedEvent(xcoms=await self._xcoms_of_event(link))
+            except Exception as push_error:  # the task fails all the same, without its run's link
+                self.log.warning("The run's id and link could not be pushed to XCom: %s", push_error)
+                return TaskFailedEvent()
+        xcoms: dict[str, Any] = run_link_xcoms(self.run_id, run_url) if self.push_run_link else {}
         if self.push_output:
             xcoms[RETURN_VALUE_KEY] = output
-        return TaskSuccessEvent(xcoms=xcoms)
+        try:
+            event_xcoms = await self._xcoms_of_event(xcoms)
+        except Exception as error:  # the API server's answer: a worker pushes them instead
+            self.log.info("The task resumes on a worker to push its output to XCom: %s", error)
+            return None
+        self.log.info("Noxus run %s completed; the task ends here with its output.", self.run_id)
+        return TaskSuccessEvent(xcoms=event_xcoms)
+
+    async def _xcoms_of_event(self, xcoms: dict[str, Any]) -> dict[str, Any] | None:
+        """Push ``xcoms`` as a worker would, and return what the end event must carry itself.
+
+        Airflow 3 writes an end event's XComs JSON-encoded once more than a worker's, so that tasks
+        pulling them get strings (``'{"text": ...}'``, ``'"<run id>"'``); they are sent through the
+        Execution API instead, as a task's own pushes are. Airflow 2 reads an event's XComs back as they
+        were: they stay in the event.
+        """
+        if not xcoms or not AIRFLOW_V_3_0_PLUS:
+            return xcoms or None
+        from airflow.sdk.execution_time.xcom import XCom
+
+        ti = self.task_instance
+        if ti is None:
+            raise NoxusError("the trigger runs outside a triggerer: no task instance to push XComs for")
+        for key, value in xcoms.items():
+            await XCom.aset(
+                key, value, dag_id=ti.dag_id, task_id=ti.task_id, run_id=ti.run_id, map_index=ti.map_index
+            )
+        return None
 
     async def on_kill(self) -> None:
         """Stop the run when a user kills the deferred task (Airflow 3.3+); best effort, bounded.

@@ -23,6 +23,7 @@ import pytest
 from support.waiting import wait_until as poll_until
 
 from airflow_provider_noxus._compat import AIRFLOW_V_3_0_PLUS
+from airflow_provider_noxus.hooks.noxus import NoxusHook
 
 pytestmark = [
     pytest.mark.e2e,
@@ -149,6 +150,13 @@ def test_fan_out_of_50_deferred_runs_creates_exactly_50(airflow: Any, emulator: 
         if not went_through_deferred(attempt_logs(airflow, "e2e_fan_out", run_id, "wait_for_run", index))
     ]
     assert not_deferred == [], f"mapped task instances that never deferred: {not_deferred}"
+    # The outputs the triggerer pushed reach the downstream task as the runs returned them.
+    (kinds,) = [
+        entry["value"]
+        for entry in airflow.xcom_entries("e2e_fan_out", run_id, "gather")
+        if entry["key"] == "return_value"
+    ]
+    assert kinds == {"dict": 50}
     # The "Noxus run" button of a task that ended in the triggerer: the link stored when it deferred.
     task_path = f"/api/v2/dags/e2e_fan_out/dagRuns/{quote(run_id, safe='')}/taskInstances/wait_for_run"
     for index in (0, 49):
@@ -261,6 +269,32 @@ def test_a_task_killed_while_its_create_answer_is_held_gets_that_run_on_retry(
 def trigger_kwargs(db_path: Path) -> list[str]:
     with contextlib.closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)) as conn:
         return [str(row[0]) for row in conn.execute("SELECT kwargs FROM trigger")]
+
+
+def test_a_sensor_started_in_the_triggerer_ends_there_with_its_output_and_link(
+    airflow: Any, emulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No worker runs it: the trigger pushes the output, the run's id and URL, and the "Noxus run" link
+    Airflow would otherwise store on the worker."""
+    connection = {"conn_type": "noxus", "host": emulator.url, "password": emulator.api_keys[0]}
+    monkeypatch.setenv("AIRFLOW_CONN_NOXUS_DEFAULT", json.dumps(connection))
+    workflow_id = emulator.control.workflow_id("echo")
+    run = NoxusHook().create_run(workflow_id, {"text": "from elsewhere"})  # a run made outside Airflow
+    dag_id = "e2e_sensor_from_triggerer"
+    run_id = airflow.trigger_dag(dag_id, {"workflow_id": workflow_id, "run_id": run["id"]})
+    assert airflow.wait_for_dag_run(dag_id, run_id, timeout=120) == "success"
+    assert attempt_logs(airflow, dag_id, run_id, "wait_for_run") == [], "a worker ran the sensor"
+    # What a downstream task pulled (Airflow keeps a trigger's XComs in another encoding than a
+    # worker's: read them as tasks do).
+    (read_back,) = [
+        entry["value"]
+        for entry in airflow.xcom_entries(dag_id, run_id, "read_back")
+        if entry["key"] == "return_value"
+    ]
+    run_url = NoxusHook().run_url(workflow_id, run["id"])
+    assert read_back == {"output": {"text": "from elsewhere"}, "run_id": run["id"], "run_url": run_url}
+    task_path = f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances/wait_for_run"
+    assert airflow.api("GET", f"{task_path}/links")["extra_links"] == {"Noxus run": run_url}
 
 
 def test_marking_a_deferred_task_failed_stops_its_run(airflow: Any, emulator: Any) -> None:

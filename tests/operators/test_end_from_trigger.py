@@ -21,6 +21,7 @@ from support.noxus_tasks import (
     first_trigger_event,
     make_context,
     run_task,
+    task_end,
     use_fast_connection,
 )
 from support.noxus_tasks import make_operator as operator
@@ -65,6 +66,11 @@ def fire(trigger: NoxusRunTrigger) -> Any:
     return asyncio.run(asyncio.wait_for(first_trigger_event(trigger), EVENT_LIMIT_S))
 
 
+def fire_and_push(trigger: NoxusRunTrigger) -> tuple[Any, dict[str, Any]]:
+    """The trigger's one event and the XComs the task ends with, within a bound."""
+    return asyncio.run(asyncio.wait_for(task_end(trigger), EVENT_LIMIT_S))
+
+
 def stops(emu: Any) -> int:
     return int(emu.control.counters()["stops_total"])
 
@@ -105,18 +111,18 @@ def test_a_dag_still_loads_with_listener_plugins_and_the_task_then_resumes_on_th
 def test_success_ends_the_task_in_the_triggerer_with_the_output_and_the_run_link(emu: Any) -> None:
     context = make_context()
     deferred = defer_only(ending(emu, "echo", {"text": "hello"}), context)
-    event = fire(deferred.trigger)
+    event, xcoms = fire_and_push(deferred.trigger)
     assert isinstance(event, TaskSuccessEvent)
     run_id = context["ti"].xcom["run_id"]
-    assert event.xcoms == {"return_value": {"text": "hello"}}, "the worker pushed run_id and run_url"
+    assert xcoms == {"return_value": {"text": "hello"}}, "the worker pushed run_id and run_url"
     assert context["ti"].xcom["run_url"].endswith(run_id)
     assert json.loads(json.dumps(deferred.trigger.serialize()[1]))["end_from_trigger"] is True
 
 
 def test_do_xcom_push_false_ends_without_a_return_value(emu: Any) -> None:
     deferred = defer_only(ending(emu, "echo", {"text": "hello"}, do_xcom_push=False), make_context())
-    event = fire(deferred.trigger)
-    assert isinstance(event, TaskSuccessEvent) and "return_value" not in (event.xcoms or {})
+    event, xcoms = fire_and_push(deferred.trigger)
+    assert isinstance(event, TaskSuccessEvent) and "return_value" not in xcoms
 
 
 @pytest.mark.skipif(
@@ -233,6 +239,33 @@ def test_a_task_with_outlets_resumes_on_the_worker(emu: Any, task_log: Any) -> N
     assert "the task has outlets" in task_log()
 
 
+def test_a_task_whose_output_a_downstream_task_maps_over_resumes_on_the_worker(
+    emu: Any, task_log: Any
+) -> None:
+    """Airflow records an output's length for the downstream expansion only when a worker pushes it."""
+    from datetime import datetime
+
+    if AIRFLOW_V_3_0_PLUS:
+        from airflow.sdk import DAG, task
+    else:
+        from airflow.decorators import task  # type: ignore[no-redef]
+        from airflow.models.dag import DAG  # type: ignore[assignment,no-redef]
+    with DAG("maps_over_output", schedule=None, start_date=datetime(2026, 1, 1)):
+        mapped_over = ending(emu, "echo", {"text": "hi"})
+
+        @task
+        def each(item: Any) -> Any:
+            return item
+
+        each.expand(item=mapped_over.output)
+    with DAG("reads_the_output", schedule=None, start_date=datetime(2026, 1, 1)):
+        plain = ending(emu, "echo", {"text": "hi"})
+        each(plain.output)
+    assert type(fire(defer_only(mapped_over, make_context()).trigger)) is TriggerEvent
+    assert "a downstream task maps over its output" in task_log()
+    assert isinstance(fire(defer_only(plain, make_context()).trigger), TaskSuccessEvent)
+
+
 @pytest.mark.skipif(
     AIRFLOW_V_3_0_PLUS, reason="Airflow 3's dag-processor runs a trigger-ended task's callbacks"
 )
@@ -306,9 +339,9 @@ def test_an_importable_output_model_is_checked_in_the_triggerer(emu: Any) -> Non
 
     deferred = defer_only(ending(emu, "echo", {"text": "hello"}, output_model=EchoedText), make_context())
     assert deferred.trigger.serialize()[1]["output_model"] == "support.output_models.EchoedText"
-    event = fire(deferred.trigger)
+    event, xcoms = fire_and_push(deferred.trigger)
     assert isinstance(event, TaskSuccessEvent)
-    assert event.xcoms == {"return_value": {"text": "hello"}}
+    assert xcoms == {"return_value": {"text": "hello"}}
 
 
 def test_an_output_that_does_not_fit_resumes_on_the_worker_to_fail_without_retries(emu: Any) -> None:

@@ -8,9 +8,14 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from support.noxus_tasks import defer_only, first_trigger_event, make_context, run_task, use_fast_connection
+from support.noxus_tasks import defer_only, make_context, run_task, task_end, use_fast_connection
 
-from airflow_provider_noxus._compat import AIRFLOW_V_3_3_PLUS, TaskSuccessEvent
+from airflow_provider_noxus._compat import (
+    AIRFLOW_V_3_0_PLUS,
+    AIRFLOW_V_3_3_PLUS,
+    TaskFailedEvent,
+    TaskSuccessEvent,
+)
 from airflow_provider_noxus.exceptions import NoxusRunError, NoxusRunTimeoutError
 from airflow_provider_noxus.hooks.noxus import NoxusHook
 from airflow_provider_noxus.sensors.noxus import NoxusRunSensor
@@ -117,13 +122,27 @@ def test_start_from_trigger_gives_the_scheduler_a_trigger_that_ends_the_task(emu
         False,
     )
     assert args.timeout == timedelta(seconds=sensor.timeout)
-    event = asyncio.run(asyncio.wait_for(first_trigger_event(NoxusRunTrigger(**kwargs)), 60))
+    event, xcoms = asyncio.run(asyncio.wait_for(task_end(NoxusRunTrigger(**kwargs)), 60))
     assert isinstance(event, TaskSuccessEvent)
-    assert event.xcoms == {
-        "return_value": {"text": "seen"},
-        "run_id": run_id,
-        "run_url": NoxusHook().run_url(workflow_id, run_id),
-    }
+    run_url = NoxusHook().run_url(workflow_id, run_id)
+    # No worker ever runs this task: the trigger pushes what a worker would have, the link included
+    # (Airflow 3 stores links as XComs, on the worker).
+    link = {"_link_NoxusRunLink": run_url} if AIRFLOW_V_3_0_PLUS else {}
+    assert xcoms == {"return_value": {"text": "seen"}, "run_id": run_id, "run_url": run_url, **link}
+
+
+@pytest.mark.skipif(not AIRFLOW_V_3_0_PLUS, reason="Airflow 2 resumes a failing task on a worker")
+def test_started_from_the_trigger_a_failed_run_still_leaves_its_id_and_link(emu: Any) -> None:
+    workflow_id = emu.control.workflow_id("fail")
+    run_id = NoxusHook().create_run(workflow_id, {"message": "bad input"})["id"]
+    sensor = NoxusRunSensor(
+        task_id="wait", run_id=run_id, workflow_id=workflow_id, start_from_trigger=True, poll_interval=0.05
+    )
+    kwargs = dict(sensor.start_trigger_args.trigger_kwargs or {})  # type: ignore[union-attr]
+    event, xcoms = asyncio.run(asyncio.wait_for(task_end(NoxusRunTrigger(**kwargs)), 60))
+    assert isinstance(event, TaskFailedEvent)
+    run_url = NoxusHook().run_url(workflow_id, run_id)
+    assert xcoms == {"run_id": run_id, "run_url": run_url, "_link_NoxusRunLink": run_url}
 
 
 def test_start_from_trigger_needs_a_deferrable_sensor_that_ends_in_the_triggerer() -> None:

@@ -2,8 +2,9 @@
 
 Airflow's task runner is not used: ``run_task`` calls ``execute``, runs the deferred trigger itself
 when the task defers, then calls the method the task named, or, when the trigger ended the task
-(``end_from_trigger``), does what Airflow does with its event: pushes its XComs and returns the
-return value, or raises :class:`TaskFailedInTriggerer`. The task instance is a small stand-in
+(``end_from_trigger``), does what Airflow does with its event: keeps the XComs the trigger pushed
+(:class:`TriggererChannel`) or the event carried and returns the return value, or raises
+:class:`TaskFailedInTriggerer`. The task instance is a small stand-in
 that records XCom pushes (the real one needs Airflow's supervisor); the real path is exercised by
 ``airflow dags test`` (tests/operators/test_noxus_dags.py) and the e2e suite.
 """
@@ -11,8 +12,11 @@ that records XCom pushes (the real one needs Airflow's supervisor); the real pat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import Iterator
 from datetime import datetime, timezone
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -84,13 +88,67 @@ class TaskFailedInTriggerer(Exception):
     """The trigger ended the task as failed (its error is in the trigger's log)."""
 
 
+class TriggererChannel:
+    """Airflow 3's triggerer side of a trigger's XCom pushes (``XCom.aset`` goes through the triggerer's
+    supervisor to the Execution API): records each push, by the task it is for, as that API stores it.
+    The real channel runs in the e2e suite."""
+
+    def __init__(self) -> None:
+        self.pushed: dict[str, dict[str, Any]] = {}
+        self._users = 0
+        self._saved: Any = None
+
+    async def asend(self, message: Any) -> None:
+        assert type(message).__name__ == "SetXCom", f"only XCom pushes are expected, got {message!r}"
+        self.pushed.setdefault(message.task_id, {})[message.key] = message.value
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        """Be the supervisor channel while any trigger of the test runs (they may run at once)."""
+        from airflow.sdk.execution_time import task_runner
+
+        if self._users == 0:
+            self._saved = getattr(task_runner, "SUPERVISOR_COMMS", None)
+            task_runner.SUPERVISOR_COMMS = self  # type: ignore[assignment]
+        self._users += 1
+        try:
+            yield
+        finally:
+            self._users -= 1
+            if self._users == 0:
+                task_runner.SUPERVISOR_COMMS = self._saved
+
+
+TRIGGERER_CHANNEL = TriggererChannel()
+
+
 async def first_trigger_event(trigger: BaseTrigger) -> Any:
-    """Run ``trigger`` until its first event and return it (closing the generator)."""
+    """Run ``trigger`` until its first event, as a triggerer does (on Airflow 3 with a task instance and
+    :data:`TRIGGERER_CHANNEL`), and return it (closing the generator)."""
+    if not AIRFLOW_V_3_0_PLUS:
+        return await _first_event_of(trigger)
+    if trigger.task_instance is None:
+        trigger.task_instance = SimpleNamespace(  # type: ignore[assignment]
+            dag_id="tests", task_id=f"trigger-{id(trigger)}", run_id="run", map_index=-1
+        )
+    with TRIGGERER_CHANNEL.installed():
+        return await _first_event_of(trigger)
+
+
+async def _first_event_of(trigger: BaseTrigger) -> Any:
     events = trigger.run()
     try:
         return await events.__anext__()
     finally:
         await events.aclose()
+
+
+async def task_end(trigger: BaseTrigger) -> tuple[Any, dict[str, Any]]:
+    """Run ``trigger`` to its first event; the event and every XCom the task ends with (pushed through
+    the triggerer, or carried by the event)."""
+    event = await first_trigger_event(trigger)
+    pushed = TRIGGERER_CHANNEL.pushed.pop(trigger.task_instance.task_id, {}) if AIRFLOW_V_3_0_PLUS else {}
+    return event, {**pushed, **(getattr(event, "xcoms", None) or {})}
 
 
 async def first_event(trigger: BaseTrigger) -> dict[str, Any]:
@@ -105,11 +163,10 @@ def run_task(task: Any, context: dict[str, Any]) -> Any:
     try:
         return task.execute(context)
     except TaskDeferred as deferred:
-        event = asyncio.run(first_trigger_event(deferred.trigger))
+        event, xcoms = asyncio.run(task_end(deferred.trigger))
+        for key, value in xcoms.items():
+            context["ti"].xcom_push(key=key, value=value)
         if isinstance(event, TaskSuccessEvent):
-            xcoms = dict(event.xcoms or {})
-            for key, value in xcoms.items():
-                context["ti"].xcom_push(key=key, value=value)
             return xcoms.get("return_value")
         if isinstance(event, TaskFailedEvent):
             raise TaskFailedInTriggerer(f"task {task.task_id} failed in the triggerer") from None

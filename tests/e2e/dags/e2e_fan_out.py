@@ -36,8 +36,12 @@ def e2e_fan_out() -> None:
     ).expand(inputs=make_inputs())
 
     @task
-    def gather(outputs: list[dict]) -> int:
-        return len(outputs)
+    def gather(outputs: list[dict]) -> dict[str, int]:
+        """How many outputs of each type the downstream task received (dicts, as the runs returned)."""
+        kinds: dict[str, int] = {}
+        for output in outputs:
+            kinds[type(output).__name__] = kinds.get(type(output).__name__, 0) + 1
+        return kinds
 
     gather(runs.output)
 
