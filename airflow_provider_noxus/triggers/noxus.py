@@ -67,6 +67,8 @@ from airflow_provider_noxus.wait import (
 AUTO_STREAM_MAX_CONCURRENT = 500
 #: Bound of a stop request sent by the trigger (on kill, timeout or refused feedback).
 ON_KILL_TIMEOUT_S = 20.0
+#: Bound of one XCom push through the triggerer's supervisor; past it the task resumes on a worker.
+XCOM_PUSH_TIMEOUT_S = 60.0
 #: Stops started by :meth:`NoxusRunTrigger.on_kill` and not done yet (each bounded).
 _STOPS_IN_FLIGHT: set[asyncio.Future[None]] = set()
 #: The XCom key of a task's return value.
@@ -319,9 +321,10 @@ class NoxusRunTrigger(BaseTrigger):
         if ti is None:
             raise NoxusError("the trigger runs outside a triggerer: no task instance to push XComs for")
         for key, value in xcoms.items():
-            await XCom.aset(
+            push = XCom.aset(
                 key, value, dag_id=ti.dag_id, task_id=ti.task_id, run_id=ti.run_id, map_index=ti.map_index
             )
+            await asyncio.wait_for(push, XCOM_PUSH_TIMEOUT_S)
         return None
 
     async def on_kill(self) -> None:

@@ -239,6 +239,40 @@ def test_a_task_with_outlets_resumes_on_the_worker(emu: Any, task_log: Any) -> N
     assert "the task has outlets" in task_log()
 
 
+class SilentTriggerer:
+    """A triggerer's supervisor that never answers an XCom push."""
+
+    async def asend(self, message: Any) -> None:
+        await asyncio.sleep(3600)
+
+
+@pytest.mark.skipif(not AIRFLOW_V_3_0_PLUS, reason="Airflow 2 keeps the XComs in the end event")
+def test_an_output_push_the_triggerer_never_answers_resumes_the_task_on_the_worker(
+    emu: Any, monkeypatch: pytest.MonkeyPatch, task_log: Any
+) -> None:
+    from types import SimpleNamespace
+
+    from airflow.sdk.execution_time import task_runner
+
+    from airflow_provider_noxus.triggers import noxus as trigger_module
+
+    monkeypatch.setattr(trigger_module, "XCOM_PUSH_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(task_runner, "SUPERVISOR_COMMS", SilentTriggerer(), raising=False)
+    trigger = defer_only(ending(emu, "echo", {"text": "hi"}), make_context()).trigger
+    trigger.task_instance = SimpleNamespace(dag_id="d", task_id="t", run_id="r", map_index=-1)
+
+    async def first() -> Any:
+        events = trigger.run()
+        try:
+            return await events.__anext__()
+        finally:
+            await events.aclose()
+
+    event = asyncio.run(asyncio.wait_for(first(), EVENT_LIMIT_S))
+    assert type(event) is TriggerEvent and event.payload["status"] == "success"
+    assert "resumes on a worker to push its output" in task_log()
+
+
 def test_a_task_whose_output_a_downstream_task_maps_over_resumes_on_the_worker(
     emu: Any, task_log: Any
 ) -> None:
