@@ -329,7 +329,10 @@ def run_signature(run: Mapping[str, Any]) -> tuple[Any, ...]:
 
 class RunProgressLogger:
     """Logs a run's progress: one line per change to a known run status and per node start/finish/failure,
-    at most :data:`MAX_NODE_LINES_PER_READ` node lines per read (then one line counts the rest).
+    at most :data:`MAX_NODE_LINES_PER_READ` node lines per read (then one line counts the rest). The
+    first read logs one line, the status it ends with: a run found already ended (its event stream
+    replays its history) is one line, not one per node, so that hundreds of triggers starting at once
+    do not flood the triggerer's log channel, which Airflow writes to from the event loop, blocking.
 
     Fed by status reads (:meth:`on_run`) or event-stream chunks (:meth:`on_events`); streamed tokens
     never produce a line, nor do unknown statuses (:class:`RunWait` warns about those, capped).
@@ -348,6 +351,8 @@ class RunProgressLogger:
         self._nodes: dict[str, str] = {}
         self._node_lines_left = MAX_NODE_LINES_PER_READ
         self._nodes_unlogged = 0
+        #: Nothing read yet: the first read is summed up in one line.
+        self._first_read = True
 
     def on_run(self, run: Mapping[str, Any]) -> None:
         """One read of a run object: status, progress and the node lists of ``progress_details``."""
@@ -371,7 +376,11 @@ class RunProgressLogger:
         """The run's status; a change to a known one is logged."""
         if status and isinstance(status, str) and status != self._status and NoxusRunStatus.parse(status):
             self._status = status
-            self._log.info("Noxus run %s is %s (progress %s).", self._run_id, status, self._progress_text())
+            if not self._first_read:
+                self._log_status()
+
+    def _log_status(self) -> None:
+        self._log.info("Noxus run %s is %s (progress %s).", self._run_id, self._status, self._progress_text())
 
     def _take_run(self, run: Mapping[str, Any]) -> None:
         progress = run.get("progress")
@@ -390,6 +399,11 @@ class RunProgressLogger:
         self._nodes_unlogged = 0
 
     def _read_ends(self) -> None:
+        if self._first_read:
+            self._first_read = False
+            if self._status is not None:
+                self._log_status()
+            return
         if self._nodes_unlogged:
             self._log.info(
                 "Noxus run %s: %d more node changes in this read, not logged one by one (progress %s).",
@@ -402,6 +416,8 @@ class RunProgressLogger:
         if self._nodes.get(node_id) == status or (status == "running" and node_id in self._nodes):
             return
         self._nodes[node_id] = status
+        if self._first_read:
+            return
         if self._node_lines_left <= 0:
             self._nodes_unlogged += 1
             return

@@ -278,7 +278,8 @@ def test_stream_frames_log_progress_and_the_final_frame_ends_it(clock: Clock, lo
     assert wait.phase is WaitPhase.STREAM_OPEN
     assert wait.next_action() == ReadStream(45.0)
     node_started = RunEvent("content", {"id": "n1", "status": "running"}, "1-1")
-    wait.stream_read([frame("1-0", status="running"), node_started])
+    wait.stream_read([frame("1-0", status="running")])
+    wait.stream_read([node_started])
     wait.stream_read([])  # a keep-alive
     assert wait.next_action() == ReadStream(45.0)
     wait.stream_read([frame("1-2", final="completed")])
@@ -387,6 +388,38 @@ def test_one_rule_says_whether_a_wait_streams(strategy: str, room: bool, streams
     assert streams(strategy, room=room) is streams_
 
 
+@pytest.mark.parametrize("stream", [True, False])
+def test_the_first_read_of_a_run_that_already_ended_is_one_line_not_its_history(
+    clock: Clock, log: Log, stream: bool
+) -> None:
+    # Hundreds of triggers starting on ended runs at once: each logs one line for what it found (Airflow
+    # writes trigger logs from the event loop, blocking), then the changes it sees after.
+    wait = make_wait(clock, log, stream=stream)
+    nodes = [f"n{index}" for index in range(30)]
+    if stream:
+        history = [frame("1-0", status="queued"), frame("1-1", status="running")]
+        history += [RunEvent("content", {"id": node, "status": "completed"}, f"1-{n + 2}") for n, node in
+                    enumerate(nodes)]  # fmt: skip
+        wait.stream_read([*history, frame("1-99", final="completed")])
+    else:
+        details = {"executed_nodes": nodes, "running_nodes": []}
+        wait.status_read({"status": "completed", "progress": 100, "progress_details": details})
+    assert [line for _, line in log.lines] == [
+        f"Noxus run run-1 is completed (progress {'?' if stream else 100}%)."
+    ]
+
+
+def test_a_first_read_without_a_known_status_logs_nothing_and_the_next_logs_its_changes(
+    clock: Clock, log: Log
+) -> None:
+    wait = make_wait(clock, log)
+    wait.status_read({"progress_details": {"running_nodes": ["a"]}})
+    assert [line for level, line in log.lines if level == "info"] == []
+    wait.status_read({"status": "running", "progress_details": {"running_nodes": ["a", "b"]}})
+    assert log.count("info", "node b started") == 1 and log.count("info", "node a") == 0
+    assert log.count("info", "is running") == 1
+
+
 def test_a_new_unknown_status_on_every_read_logs_a_bounded_number_of_lines(clock: Clock, log: Log) -> None:
     wait = make_wait(clock, log)
     for read in range(1000):
@@ -398,15 +431,17 @@ def test_a_new_unknown_status_on_every_read_logs_a_bounded_number_of_lines(clock
 
 def test_a_read_listing_thousands_of_new_nodes_logs_a_bounded_number_of_lines(clock: Clock, log: Log) -> None:
     wait = make_wait(clock, log)
+    wait.status_read({"status": "queued"})
     nodes = [f"n{index}" for index in range(20_000)]
     wait.status_read({"status": "running", "progress_details": {"running_nodes": nodes}})
     assert log.count("info", "started") == MAX_NODE_LINES_PER_READ
     assert log.count("info", "19980 more node changes") == 1
-    assert len(log.lines) == MAX_NODE_LINES_PER_READ + 2  # and the status line
+    assert len(log.lines) == MAX_NODE_LINES_PER_READ + 3  # and the two status lines
     frames = [
         RunEvent("content", {"id": f"m{index}", "status": "completed"}, f"2-{index}") for index in range(500)
     ]
     stream = make_wait(clock, log, stream=True)
+    stream.stream_read([frame("2-x", status="running")])
     before = len(log.lines)
     stream.stream_read(frames)
     assert len(log.lines) - before == MAX_NODE_LINES_PER_READ + 1, "a stream chunk is one read"
