@@ -17,11 +17,16 @@ N tasks on runs of a few seconds:
 For each: CPU of every Airflow process tree plus PostgreSQL and Redis per task, above the deployment's
 idle rate (measured after a warm-up DAG) and raw; the makespan (DAG run queued -> last task end);
 worker task starts and slot-seconds per task (the Celery worker's log: one "received" per task
-process, "succeeded in" its slot time, both executions of a deferred task included); from each Noxus
+process, "succeeded in" its slot time, both executions of a deferred task included), and of those the
+seconds after each task process's last log line (Airflow 3.3.2's supervisor can take up to
+``[workers] min_heartbeat_interval``, 5 s by default, to notice a process that ended); from each Noxus
 run's end to its task's success, p50/p99. A table with ratios against the empty task, the goals
 (met/not met, never a failure) and ``benchmarks/results/deployment-latest.json``. It fails only when
 the benchmark breaks (the harness does not start, a DAG run fails or does not end), never because
 something is slow.
+
+``--airflow-setting workers.min_heartbeat_interval=1`` (repeatable) sets an Airflow option on every
+component, recorded with the results.
 
 ``--quick`` (``make test``): a dry check, no deployment: the DAG file parses at N=3 with a DAG per
 available variant.
@@ -63,6 +68,7 @@ from deployment_measure import (  # noqa: E402
     cpu_sample,
     dag_run_row,
     task_outcomes,
+    task_state_counts,
 )
 from deployment_report import goals, table  # noqa: E402
 from run_all import measured_commit  # noqa: E402
@@ -79,6 +85,9 @@ WORKER = "worker-1"
 SETTLE_S, IDLE_S = 10.0, 20.0
 #: Seconds after a DAG run ends before the variant's last CPU sample (the worker's trailing work).
 TAIL_S = 3.0
+#: A DAG run none of whose tasks changed state for this long is stuck (a stalled component): the
+#: benchmark stops and says so instead of waiting for its whole bound.
+STALLED_S = 180.0
 
 
 def create_runs(emulator: Any, workflow_id: str, count: int, seconds: float) -> list[str]:
@@ -129,14 +138,20 @@ class Bench:
     def wait_for_end(self, dag_id: str, run_id: str) -> dict[str, Any]:
         """Wait until the DAG run succeeds or fails (bounded); its row.
 
-        :raises RuntimeError: when it has not ended after :meth:`finish_timeout` seconds.
+        :raises RuntimeError: when it has not ended after :meth:`finish_timeout` seconds, or when no
+            task instance of it changed state for :data:`STALLED_S` (a component stuck).
         """
         deadline = time.monotonic() + self.finish_timeout()
+        counts, changed_at = task_state_counts(self.airflow, dag_id, run_id), time.monotonic()
         while (row := dag_run_row(self.airflow, dag_id, run_id))["state"] not in ("success", "failed"):
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if (latest := task_state_counts(self.airflow, dag_id, run_id)) != counts:
+                counts, changed_at = latest, now
+            if now > deadline or now - changed_at > STALLED_S:
+                why = "not finished" if now > deadline else f"no task changed state for {STALLED_S:.0f} s"
                 raise RuntimeError(
-                    f"{dag_id} run {run_id} not finished after {self.finish_timeout():.0f} s: "
-                    f"{self.airflow.task_instance_states(dag_id, run_id)}"
+                    f"{dag_id} run {run_id}: {why} after {now - deadline + self.finish_timeout():.0f} s, "
+                    f"tasks by state {counts}; see the components' logs in {self.airflow.log_dir}"
                 )
             self.airflow.check_running()
             time.sleep(1.0)
@@ -160,7 +175,7 @@ class Bench:
         after, elapsed = cpu_sample(self.roots), time.monotonic() - started
         with airflow.log_path(WORKER).open("rb") as log:
             log.seek(log_offset)
-            worker = WorkerExecutions.from_log(log.read().decode(errors="replace"))
+            worker = WorkerExecutions.from_log(log.read().decode(errors="replace"), airflow.task_log_dir)
 
         outcomes = task_outcomes(airflow, variant.dag_id, run_id, variant.run_xcom_key)
         if variant.runs_from_driver:
@@ -187,6 +202,8 @@ class Bench:
             "cpu_ms_per_task_by_component": {n: round(1000 * s / tasks) for n, s in above_idle.items()},
             "worker_task_starts": worker.starts,
             "worker_slot_s_per_task": round(worker.slot_seconds / tasks, 2),
+            "slot_held_after_task_end_s_per_task": round(sum(worker.held_after_end) / tasks, 2),
+            "task_ends_held_1s_or_more": sum(held >= 1.0 for held in worker.held_after_end),
             "to_success_p50_s": rounded(statistics.median(to_success) if to_success else None),
             "to_success_p99_s": rounded(percentile(to_success, 0.99)),
             "to_success_max_s": rounded(max(to_success, default=None)),
@@ -202,6 +219,20 @@ class Bench:
             if finished is not None:
                 seconds.append(outcome.end.timestamp() - finished)
         return seconds
+
+
+def airflow_setting_env(settings: dict[str, str]) -> dict[str, str]:
+    """``{"workers.min_heartbeat_interval": "1"}`` as Airflow reads it from the environment."""
+    return {f"AIRFLOW__{option.replace('.', '__', 1).upper()}": value for option, value in settings.items()}
+
+
+def parse_setting(text: str) -> tuple[str, str]:
+    """``section.key=value`` -> ``("section.key", "value")``."""
+    option, equals, value = text.partition("=")
+    section, dot, key = option.partition(".")
+    if not (equals and dot and section and key):
+        raise argparse.ArgumentTypeError(f"expected section.key=value, got {text!r}")
+    return option, value
 
 
 def rounded(value: float | None) -> float | None:
@@ -233,10 +264,19 @@ def dry_check(tasks: int = 3) -> int:
 
 
 def run_benchmark(
-    tasks: int, run_seconds: float, slots: int, names: list[str], idle_s: float, worker_preload: bool = False
+    tasks: int,
+    run_seconds: float,
+    slots: int,
+    names: list[str],
+    idle_s: float,
+    worker_preload: bool = False,
+    settings: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Start the deployment and the emulator, warm it up, run the variants, stop everything (by PID, on
-    every exit path); the rows and what they were measured on."""
+    every exit path); the rows and what they were measured on.
+
+    :param settings: Airflow options for every component, ``{"workers.min_heartbeat_interval": "1"}``.
+    """
     from support.distributed_airflow import DistributedAirflowDeployment
 
     from airflow_provider_noxus.emulator import EmulatorServer
@@ -256,6 +296,7 @@ def run_benchmark(
             dv.SECONDS_VARIABLE: str(run_seconds),
             dv.WORKFLOW_VARIABLE: emulator.control.workflow_id("slow"),
         }
+        env.update(airflow_setting_env(settings or {}))
         if worker_preload:
             env["AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS"] = (
                 "airflow_provider_noxus.worker_preload.CELERY_CONFIG"
@@ -308,6 +349,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="the Celery worker imports airflow_provider_noxus.worker_preload at start-up",
     )
+    parser.add_argument(
+        "--airflow-setting",
+        type=parse_setting,
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="an Airflow option for every component (repeatable), e.g. workers.min_heartbeat_interval=1",
+    )
     parser.add_argument("--variants", default=",".join(v.name for v in dv.VARIANTS), help="comma-separated")
     parser.add_argument(
         "--out", type=Path, default=RESULTS, help="results directory (default benchmarks/results)"
@@ -332,8 +381,11 @@ def main(argv: list[str] | None = None) -> int:
         "sensors: Airflow 3.3 never starts a mapped task from the triggerer.",
         flush=True,
     )
+    settings = dict(args.airflow_setting)
+    if settings:
+        print(f"Airflow settings on every component: {settings}", flush=True)
     measured = run_benchmark(
-        args.tasks, args.run_seconds, args.slots, names, args.idle_seconds, args.worker_preload
+        args.tasks, args.run_seconds, args.slots, names, args.idle_seconds, args.worker_preload, settings
     )
     rows = measured["rows"]
     print(
@@ -356,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
             "slots": args.slots,
             "variants": names,
             "worker_preload": args.worker_preload,
+            "airflow_settings": settings,
         },
         **measured,
         "goals": [{"goal": goal.text, "measured": goal.measured, "met": goal.met} for goal in judged],
@@ -364,7 +417,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / (
-        "deployment-worker-preload-latest.json" if args.worker_preload else "deployment-latest.json"
+        "deployment"
+        + ("-worker-preload" if args.worker_preload else "")
+        + ("-airflow-settings" if settings else "")
+        + "-latest.json"
     )
     out.write_text(json.dumps(result, indent=1, default=str) + "\n")
     print(f"\nresults in {out} ({measured['seconds']} s in all)")

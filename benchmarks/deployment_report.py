@@ -30,6 +30,7 @@ def table(rows: list[dict[str, Any]], *, markdown: bool = False) -> str:
         ("raw CPU ms/task", lambda row: f"{row['cpu_raw_ms_per_task']}"),
         ("worker starts", lambda row: f"{row['worker_task_starts']}"),
         ("slot-s/task", lambda row: ratio(row, floor, "worker_slot_s_per_task")),
+        ("held after end s/task (>=1 s)", held_after_end),
         ("makespan s", lambda row: ratio(row, floor, "makespan_s")),
         ("end->success p50/p99 s", lambda row: f"{row['to_success_p50_s']}/{row['to_success_p99_s']}"),
     ]
@@ -41,6 +42,12 @@ def table(rows: list[dict[str, Any]], *, markdown: bool = False) -> str:
         render([("variant", columns[0][1]), *by_component] if part else columns, rows, markdown)
         for part in (False, True)
     )
+
+
+def held_after_end(row: dict[str, Any]) -> str:
+    """Slot-seconds per task after the task processes ended, and how many ends were held 1 s or more."""
+    held = row.get("slot_held_after_task_end_s_per_task")
+    return "-" if held is None else f"{held:g} ({row.get('task_ends_held_1s_or_more', 0)})"
 
 
 def render(

@@ -3,6 +3,7 @@ or the table it prints says nothing."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -88,3 +89,53 @@ def test_goals_are_not_applicable_without_their_variant_and_a_worker_start_fails
 )
 def test_a_run_id_pushed_by_the_worker_or_the_triggerer_reads_the_same(stored: Any, expected: Any) -> None:
     assert xcom_text(stored) == expected
+
+
+def test_the_slot_held_after_a_task_process_ended_is_read_from_its_last_log_line(tmp_path: Path) -> None:
+    # Two task processes: one let go of 0.1 s after its last line, one 5 s after (the supervisor
+    # missed the end); a deferred task resumed later logs to the same file, matched per finish.
+    def task_log(path: str, *times: str) -> None:
+        file = tmp_path / path
+        file.parent.mkdir(parents=True, exist_ok=True)
+        lines = [json.dumps({"timestamp": f"2026-12-07T05:52:{at}Z", "event": "x"}) for at in times]
+        file.write_text("\n".join([*lines, "not json"]) + "\n")
+
+    task_log("dag_id=d/task_id=t/map_index=0/attempt=1.log", "10.000000", "10.200000", "30.000000")
+    task_log("dag_id=d/task_id=t/map_index=1/attempt=1.log", "11.000000", "11.500000")
+    worker_log = "\n".join(
+        [
+            "2026-12-07T05:52:09.9Z [info     ] [c1] Executing workload in Celery: dag_rel_path=x "
+            "log_path='dag_id=d/task_id=t/map_index=0/attempt=1.log' ti=TaskInstanceDTO(id=UUID('aaaa-1'), "
+            "task_id='t')",
+            "2026-12-07T05:52:10.9Z [info     ] [c2] Executing workload in Celery: dag_rel_path=x "
+            "log_path='dag_id=d/task_id=t/map_index=1/attempt=1.log' ti=TaskInstanceDTO(id=UUID('bbbb-2'), "
+            "task_id='t')",
+            "2026-12-07T05:52:10.300000Z [info     ] Workload finished [supervisor] duration=0.4 "
+            "exit_code=0 final_state=deferred workload_id=aaaa-1 workload_type=ExecuteTask",
+            "2026-12-07T05:52:16.500000Z [info     ] Workload finished [supervisor] duration=5.6 "
+            "exit_code=0 final_state=success workload_id=bbbb-2 workload_type=ExecuteTask",
+            "2026-12-07T05:52:30.250000Z [info     ] Workload finished [supervisor] duration=0.5 "
+            "exit_code=0 final_state=success workload_id=aaaa-1 workload_type=ExecuteTask",
+        ]
+    )
+    held = WorkerExecutions.from_log(worker_log, tmp_path).held_after_end
+    assert held == pytest.approx((0.1, 5.0, 0.25))
+    assert WorkerExecutions.from_log(worker_log).held_after_end == ()
+
+
+def test_an_airflow_setting_reaches_the_components_and_a_malformed_one_is_refused() -> None:
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "deployment_cost.py"
+    refused = subprocess.run(
+        [sys.executable, str(script), "--quick", "--airflow-setting", "min_heartbeat_interval=1"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert "expected section.key=value" in refused.stderr
+    # In a process of its own: importing the driver sets the deployment's environment.
+    code = "import deployment_cost as d; print(d.airflow_setting_env(dict([d.parse_setting('x.a_b=1')])))"
+    path = os.pathsep.join([str(script.parent), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path}
+    read = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True, env=env
+    )
+    assert read.stdout.strip().splitlines()[-1] == "{'AIRFLOW__X__A_B': '1'}"
