@@ -157,8 +157,12 @@ class NoxusRunWaitMixin:
             return self.complete(context, outcome, run if "output" in run else None)
         deadline = self.wait_deadline(context)
         if self.deferrable:
+            trigger = self.make_trigger(run_id, deadline)
+            # The task process ends with the deferral: its connection to Noxus is closed first, not
+            # left to the process's exit.
+            self.hook.close()
             self.defer(
-                trigger=self.make_trigger(run_id, deadline),
+                trigger=trigger,
                 method_name="execute_complete",
                 timeout=None
                 if deadline is None

@@ -107,6 +107,14 @@ def test_sync_endpoint_504_waits_on_the_same_run(emu: Any, deferrable: bool) -> 
     assert context["ti"].xcom["run_id"]
 
 
+def test_a_task_that_defers_closes_its_connection_to_noxus_first(emu: Any) -> None:
+    task = operator(emu, "slow", {"seconds": 5})
+    adapter = task.hook._transport._session.get_adapter(emu.url)
+    defer_only(task, make_context())
+    assert len(adapter.poolmanager.pools) == 0, "the pooled connection of the create is closed"
+    assert task.hook.get_run(emu.control.workflow_id("slow"), task._active_run_id)["id"], "reopened on use"
+
+
 def test_already_final_run_is_not_deferred(emu: Any) -> None:
     workflow_id = emu.control.workflow_id("echo")
     finished = NoxusHook().create_run_sync(workflow_id, {"text": "done"})
