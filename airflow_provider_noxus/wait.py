@@ -373,7 +373,7 @@ class RunProgressLogger:
         self._read_ends()
 
     def on_status(self, status: Any) -> None:
-        """The run's status; a change to a known one is logged."""
+        """The run's status; a change to a known one is logged (during the first read, once at its end)."""
         if status and isinstance(status, str) and status != self._status and NoxusRunStatus.parse(status):
             self._status = status
             if not self._first_read:
