@@ -141,8 +141,9 @@ class Bench:
         :raises RuntimeError: when it has not ended after :meth:`finish_timeout` seconds, or when no
             task instance of it changed state for :data:`STALLED_S` (a component stuck).
         """
-        deadline = time.monotonic() + self.finish_timeout()
-        counts, changed_at = task_state_counts(self.airflow, dag_id, run_id), time.monotonic()
+        started = time.monotonic()
+        deadline = started + self.finish_timeout()
+        counts, changed_at = task_state_counts(self.airflow, dag_id, run_id), started
         while (row := dag_run_row(self.airflow, dag_id, run_id))["state"] not in ("success", "failed"):
             now = time.monotonic()
             if (latest := task_state_counts(self.airflow, dag_id, run_id)) != counts:
@@ -150,7 +151,7 @@ class Bench:
             if now > deadline or now - changed_at > STALLED_S:
                 why = "not finished" if now > deadline else f"no task changed state for {STALLED_S:.0f} s"
                 raise RuntimeError(
-                    f"{dag_id} run {run_id}: {why} after {now - deadline + self.finish_timeout():.0f} s, "
+                    f"{dag_id} run {run_id}: {why} after {now - started:.0f} s, "
                     f"tasks by state {counts}; see the components' logs in {self.airflow.log_dir}"
                 )
             self.airflow.check_running()
